@@ -1,0 +1,81 @@
+"""Input validation with messages that say what was expected, what arrived, and the fix."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "NumericalOverflowError",
+    "check_dtype",
+    "check_finite",
+    "check_state_structure",
+    "is_concrete",
+    "resolve_step",
+]
+
+
+class NumericalOverflowError(FloatingPointError):
+    """The unrolled states or the Jacobian products became inf/NaN even in log domain."""
+
+
+def is_concrete(tree) -> bool:
+    """True when no leaf is a tracer (so values can be inspected)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def check_finite(name: str, tree) -> None:
+    """Raise ValueError naming the first leaf of ``tree`` that holds inf or NaN."""
+    if not is_concrete(tree):
+        return
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    for path, leaf in leaves:
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            where = jax.tree_util.keystr(path) or "(the array itself)"
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(f"{name} must be finite, but {name}{where} has {bad} inf/NaN entries; "
+                             f"clean or re-initialize {name} before the analysis")
+
+
+def check_dtype(dtype):
+    """Resolve a requested float dtype, refusing float64 when JAX has x64 disabled."""
+    if dtype is None:
+        return None
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"expected dtype 'float32' or 'float64', got {dtype!r}") from None
+    if resolved not in (np.float32, np.float64):
+        raise TypeError(f"expected dtype 'float32' or 'float64', got {resolved.name}")
+    if resolved == np.float64 and not jax.config.jax_enable_x64:
+        raise TypeError("dtype float64 needs JAX's 64-bit mode, which is off; call "
+                        "jax.config.update('jax_enable_x64', True) at start-up (or set JAX_ENABLE_X64=1)")
+    return resolved
+
+
+def resolve_step(cell_or_step):
+    """Return ``(step, default_h0_or_None, input_size_or_None)`` for a cell or a plain step."""
+    if hasattr(cell_or_step, "step") and hasattr(cell_or_step, "initial_state"):
+        return cell_or_step.step, cell_or_step.initial_state, getattr(cell_or_step, "input_size", None)
+    if callable(cell_or_step):
+        return cell_or_step, None, None
+    raise TypeError("expected a gradscope cell (with .step and .initial_state) or a callable "
+                    f"step(params, h, x) -> h_next, got {type(cell_or_step).__name__}")
+
+
+def check_state_structure(step, params, h0, x0) -> None:
+    """The step must return a state with the same structure, shapes and dtypes as ``h0``."""
+    try:
+        out = jax.eval_shape(step, params, h0, x0)
+    except Exception as err:  # noqa: BLE001 - re-raised with the context a user needs
+        raise ValueError(f"calling step(params, h0, xs[0]) failed: {type(err).__name__}: {err}; "
+                         "check that params, h0 and one time slice of xs fit the step") from err
+    expected = jax.tree_util.tree_structure(h0)
+    if jax.tree_util.tree_structure(out) != expected:
+        raise ValueError(f"step must return a state shaped like h0 ({expected}), "
+                         f"got {jax.tree_util.tree_structure(out)}")
+    for a, b in zip(jax.tree_util.tree_leaves(h0), jax.tree_util.tree_leaves(out)):
+        if jnp.shape(a) != b.shape:
+            raise ValueError(f"step must keep the state's shapes: h0 leaf {jnp.shape(a)} came back as {b.shape}")

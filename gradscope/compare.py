@@ -1,0 +1,215 @@
+"""Compare weight initializers for one cell: spectra and metrics over seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from gradscope import _checks, initializers, metrics
+from gradscope.lags import select_lags
+from gradscope.spectra import Spectra, spectra_of
+
+__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "compare", "make_inputs"]
+
+DEFAULT_INITIALIZERS = ("orthogonal", "glorot_normal", "he_normal", "lecun_normal", "identity", "normal")
+"""What :func:`compare` compares when no initializers are given (``normal`` has stddev 1)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Spectra and metrics of one cell under several initializers and seeds.
+
+    Attributes:
+        labels: one label per initializer (the name, with options in parentheses).
+        seeds: the integer seeds; seed s uses ``jax.random.key(s)`` for parameters and
+            inputs, the same for every initializer (common random numbers).
+        spectra: batched :class:`Spectra`, arrays ``[len(labels), len(seeds), lags, ...]``.
+        thresholds: the verdict/horizon thresholds used for the tables.
+        cell: the analysed cell.
+        num_steps: the horizon T.
+    """
+
+    labels: tuple
+    seeds: tuple
+    spectra: Spectra
+    thresholds: metrics.Thresholds
+    cell: object
+    num_steps: int
+
+    @property
+    def lags(self) -> np.ndarray:
+        """The kept lags."""
+        return self.spectra.lags
+
+    def lag_metrics(self) -> metrics.LagMetrics:
+        """Per-lag metrics, each ``[inits, seeds, lags]``."""
+        return self.spectra.lag_metrics()
+
+    def summary(self) -> metrics.Summary:
+        """Rates, horizon and verdict codes, each ``[inits, seeds]``."""
+        return self.spectra.summary(self.thresholds)
+
+    def to_dataframe(self, per_seed: bool = False) -> pd.DataFrame:
+        """One row per initializer (seed means and spreads), or per (initializer, seed)."""
+        table = self._per_seed_table()
+        return table if per_seed else _aggregate_seeds(table, self.thresholds)
+
+    def lag_table(self) -> pd.DataFrame:
+        """Long table: one row per (init, seed, lag) with every per-lag metric."""
+        lag_metrics = self.lag_metrics()
+        inits, seeds, lags = np.meshgrid(np.arange(len(self.labels)), self.seeds, self.lags, indexing="ij")
+        columns = {"init": np.asarray(self.labels, dtype=object)[inits].ravel(),
+                   "seed": seeds.ravel(), "lag": lags.ravel()}
+        for name, values in lag_metrics._asdict().items():
+            columns[name] = np.asarray(values, dtype=np.float64).ravel()
+        return pd.DataFrame(columns)
+
+    def _per_seed_table(self) -> pd.DataFrame:
+        summary = self.summary()
+        inits, seeds = np.meshgrid(np.arange(len(self.labels)), self.seeds, indexing="ij")
+        return pd.DataFrame({
+            "init": np.asarray(self.labels, dtype=object)[inits].ravel(),
+            "seed": seeds.ravel(),
+            "rate": np.asarray(summary.rate, np.float64).ravel(),
+            "rms_rate": np.asarray(summary.rms_rate, np.float64).ravel(),
+            "horizon": np.asarray(summary.horizon, np.float64).ravel(),
+            "verdict": [metrics.verdict_name(c) for c in np.asarray(summary.verdict).ravel()],
+        })
+
+
+def _aggregate_seeds(table: pd.DataFrame, thresholds: metrics.Thresholds) -> pd.DataFrame:
+    grouped = table.groupby("init", sort=False)
+    out = pd.DataFrame({
+        "rate": grouped["rate"].mean(), "rate_std": grouped["rate"].std(ddof=0),
+        "rms_rate": grouped["rms_rate"].mean(), "rms_rate_std": grouped["rms_rate"].std(ddof=0),
+        "horizon": grouped["horizon"].median(),
+        "horizon_min": grouped["horizon"].min(), "horizon_max": grouped["horizon"].max(),
+        "seeds": grouped.size(),
+    })
+    nonfinite = grouped["verdict"].apply(lambda v: (v == "non-finite").any())
+    codes = metrics.verdict_code(jnp.asarray(out["rate"].to_numpy()), jnp.asarray(~nonfinite.to_numpy()),
+                                 thresholds)
+    out["verdict"] = [metrics.verdict_name(c) for c in np.asarray(codes)]
+    return out.reset_index()
+
+
+def _label(spec) -> str:
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict):
+        options = ", ".join(f"{k}={v}" for k, v in spec[1].items())
+        return f"{spec[0]}({options})"
+    return getattr(spec, "__name__", repr(spec))
+
+
+def _normalise_initializers(specs) -> tuple[list[str], list]:
+    if isinstance(specs, dict):
+        labels, specs = list(specs), list(specs.values())
+    else:
+        specs = [specs] if isinstance(specs, str) else list(specs)
+        labels = [_label(s) for s in specs]
+    if not specs:
+        raise ValueError("expected at least one initializer to compare, got none")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"initializer labels must be distinct, got {labels}; pass a dict label -> spec")
+    return labels, [initializers.resolve(s) for s in specs]
+
+
+def make_inputs(inputs, seeds, num_steps: int, input_size: int, scale: float = 1.0, dtype=jnp.float32):
+    """Inputs per seed, ``[len(seeds), T, input_size]``.
+
+    ``inputs`` is ``"zeros"``, ``"gaussian"`` (N(0, scale^2) drawn from each seed's
+    key), or an array ``(T, input_size)`` (shared) or ``(len(seeds), T, input_size)``.
+    """
+    shape = (len(seeds), num_steps, input_size)
+    if isinstance(inputs, str):
+        if inputs == "zeros":
+            return jnp.zeros(shape, dtype)
+        if inputs == "gaussian":
+            keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 1) for s in seeds])
+            return scale * jax.vmap(lambda k: jax.random.normal(k, shape[1:], dtype))(keys)
+        raise ValueError(f"inputs must be 'zeros', 'gaussian' or an array, got {inputs!r}")
+    array = jnp.asarray(inputs, dtype)
+    if array.shape == shape[1:]:
+        return jnp.broadcast_to(array, shape)
+    if array.shape != shape:
+        raise ValueError(f"expected inputs of shape (T, input_size)={shape[1:]} or "
+                         f"(seeds, T, input_size)={shape}, got {array.shape}")
+    return array
+
+
+@functools.partial(jax.jit, static_argnames=("step", "lags"))
+def _spectra_over_seeds(step, params, xs, h0, lags):
+    return jax.vmap(lambda p, x: spectra_of(step, p, x, h0, lags))(params, xs)
+
+
+def compare(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, num_steps: int = 100,
+            inputs="gaussian", input_scale: float = 1.0, lags="all", num_log_lags: int = 32,
+            input_init="lecun_normal", bias_init="zeros", dtype=None,
+            thresholds: metrics.Thresholds = metrics.Thresholds(), progress: bool | None = None) -> Comparison:
+    """Compare recurrent-kernel initializers for ``cell`` over several seeds.
+
+    For each initializer, parameters for all seeds are drawn with
+    ``cell.init(key, recurrent_init=..., input_init=..., bias_init=...)`` and the
+    spectra of every seed are computed in one vmapped, jit-compiled call (compiled
+    once for the whole comparison, since every initializer has the same shapes).
+
+    Args:
+        cell: a cell with ``init``, ``step``, ``initial_state`` and ``input_size``.
+        initializers: names, ``(name, options)`` pairs, callables, or a dict
+            label -> any of those. The recurrent kernel is what varies.
+        seeds: a count (seeds 0..count-1) or explicit ints.
+        num_steps: the horizon T.
+        inputs: ``"gaussian"``, ``"zeros"``, or your own array (see :func:`make_inputs`).
+        input_scale: std of the Gaussian inputs.
+        lags: ``"all"``, ``"log"`` or ints (see :func:`gradscope.select_lags`).
+        num_log_lags: lag count for ``lags="log"``.
+        input_init, bias_init: fixed initializers for the other parameters.
+        dtype: ``"float32"`` (default) or ``"float64"`` (needs x64 mode).
+        thresholds: verdict and horizon thresholds for the tables.
+        progress: show a progress bar (default: only on a terminal).
+
+    Returns:
+        :class:`Comparison`. Configurations whose states overflow are kept,
+        verdict ``"non-finite"``, with a warning naming them.
+    """
+    for attribute in ("init", "step", "initial_state", "input_size"):
+        if not hasattr(cell, attribute):
+            raise TypeError(f"compare needs a cell with .{attribute} (such as gradscope.VanillaRNN); "
+                            f"got {type(cell).__name__}. For a plain step function use jacobian_spectra")
+    seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("expected at least one seed, got none")
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    dtype = _checks.check_dtype(dtype) or np.dtype(np.float32)
+    labels, inits = _normalise_initializers(initializers)
+    kept = select_lags(lags, num_steps, num_log_lags)
+    xs = make_inputs(inputs, seeds, num_steps, cell.input_size, input_scale, dtype)
+    _checks.check_finite("inputs", xs)
+    keys = jnp.stack([jax.random.key(s) for s in seeds])
+    h0 = jax.tree_util.tree_map(lambda a: a.astype(dtype), cell.initial_state())
+    results = []
+    for init in tqdm(inits, desc="initializers", disable=(None if progress is None else not progress)):
+        params = jax.vmap(lambda k, init=init: cell.init(k, recurrent_init=init, input_init=input_init,
+                                                         bias_init=bias_init, dtype=dtype))(keys)
+        results.append(_spectra_over_seeds(cell.step, params, xs, h0, kept))
+    spectra = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
+    _warn_nonfinite(spectra, labels, seeds)
+    return Comparison(tuple(labels), seeds, spectra, thresholds, cell, num_steps)
+
+
+def _warn_nonfinite(spectra: Spectra, labels, seeds) -> None:
+    bad = np.argwhere(~np.asarray(spectra.finite))
+    if bad.size:
+        cases = ", ".join(f"{labels[i]} seed {seeds[j]}" for i, j in bad[:8])
+        warnings.warn(f"states or products overflowed to inf/NaN for {len(bad)} configuration(s) ({cases}); "
+                      "their verdict is 'non-finite'. Lower the gain or shorten the horizon",
+                      RuntimeWarning, stacklevel=3)

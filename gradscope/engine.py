@@ -1,0 +1,134 @@
+r"""The pure-JAX core: unroll a step function, sweep its Jacobian products in log domain.
+
+Notation (DESIGN.md): ``h_t = f(theta, h_{t-1}, x_t)``, ``J_t = dh_t/dh_{t-1}``.
+
+* backward (gradient) product for lag k: ``P_k = dh_T/dh_{T-k} = J_T ... J_{T-k+1}``,
+  grown one factor per step as ``P_k = P_{k-1} J_{T-k+1}``. Each row of ``P J`` is a
+  vector-Jacobian product, so a ``vmap`` of one ``jax.vjp`` per step forms it
+  without materialising ``J``.
+* forward (perturbation) product ``F_k = dh_k/dh_0 = J_k ... J_1``; we carry
+  ``F_k^T = F_{k-1}^T J_k^T`` whose rows are Jacobian-vector products.
+
+Both are kept as ``exp(s_k) Q_k`` with ``||Q_k||_F = 1`` renormalised every step,
+so ``s_k = log ||P_k||_F`` exactly and no float32 product over- or underflows.
+Singular values are taken (``svd(Q_k)``) only at the kept lags, inside the
+sweep, so memory is O(n^2 + lags * n) plus the O(T * n) unrolled states.
+
+Everything here is traceable: jit it, vmap it over seeds, batches, initializers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+__all__ = ["SweepOutput", "flatten_step", "relative_resolution", "sweep", "unroll"]
+
+FlatStep = Callable[[object, jax.Array, object], jax.Array]
+
+
+class SweepOutput(NamedTuple):
+    """Raw per-lag output of :func:`sweep`.
+
+    Attributes:
+        log_singular_values: ``[lags, n]`` natural logs, descending; entries below the
+            resolution floor are clamped to it.
+        log_frobenius: ``[lags]`` exact ``log ||P_k||_F``.
+        log_floor: ``[lags]`` log of the smallest singular value the dtype resolves
+            at that lag (``log sigma_max + log relative_resolution``).
+        finite: scalar bool, False if any state or product became inf/NaN.
+    """
+
+    log_singular_values: jax.Array
+    log_frobenius: jax.Array
+    log_floor: jax.Array
+    finite: jax.Array
+
+
+def flatten_step(step, h0) -> tuple[FlatStep, jax.Array, Callable]:
+    """Wrap ``step(params, h, x)`` on a pytree state into one on a flat vector."""
+    flat_h0, unravel = ravel_pytree(h0)
+
+    def flat_step(params, v, x):
+        return ravel_pytree(step(params, unravel(v), x))[0]
+
+    return flat_step, flat_h0, unravel
+
+
+def _params_at(params, i, untied: bool):
+    return jax.tree_util.tree_map(lambda p: p[i], params) if untied else params
+
+
+def unroll(flat_step: FlatStep, params, v0: jax.Array, xs, untied: bool = False):
+    """Run the recurrence; return ``(states, h_T)`` with ``states[t] = h_t`` for t = 0..T-1."""
+
+    def body(v, inputs):
+        step_params, x = inputs if untied else (params, inputs)
+        return flat_step(step_params, v, x), v
+
+    inputs = (params, xs) if untied else xs
+    v_last, states = jax.lax.scan(body, v0, inputs)
+    return states, v_last
+
+
+def _apply_step_jacobian(flat_step, step_params, h, x, rows, direction):
+    """Rows of ``Q J`` (backward, VJPs) or of ``Q J^T`` (forward, JVPs) at one step."""
+    f = lambda v: flat_step(step_params, v, x)  # noqa: E731
+    if direction == "backward":
+        _, pullback = jax.vjp(f, h)
+        return jax.vmap(lambda r: pullback(r)[0])(rows)
+    _, pushforward = jax.linearize(f, h)
+    return jax.vmap(pushforward)(rows)
+
+
+def _renormalise(rows, log_scale):
+    norm = jnp.linalg.norm(rows)
+    safe = jnp.where(norm > 0, norm, 1.0)
+    return rows / safe, log_scale + jnp.log(norm)
+
+
+def relative_resolution(n: int, dtype) -> float:
+    """Smallest ``sigma_i / sigma_max`` that an n x n float product resolves: ``n * eps``."""
+    return float(n * np.finfo(dtype).eps)
+
+
+def sweep(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...],
+          direction: str = "backward", untied: bool = False) -> SweepOutput:
+    """Form the products for every lag in ``lags`` (sorted ints in [0, T]) in one sweep.
+
+    The sweep walks k = 1..max(lags); between kept lags it only multiplies and
+    renormalises, at a kept lag it also takes the singular values.
+    """
+    num_steps, n = states.shape
+    dtype = states.dtype
+    kept = np.asarray(lags, dtype=np.int32)
+    gaps = np.diff(np.concatenate([[0], kept])).astype(np.int32)
+    log_rel = float(np.log(relative_resolution(n, dtype)))
+
+    def advance(k, carry):
+        rows, log_scale, finite = carry
+        i = num_steps - k if direction == "backward" else k - 1
+        x = jax.tree_util.tree_map(lambda a: a[i], xs)
+        rows = _apply_step_jacobian(flat_step, _params_at(params, i, untied), states[i], x, rows, direction)
+        rows, log_scale = _renormalise(rows, log_scale)
+        return rows, log_scale, finite & jnp.all(jnp.isfinite(rows))
+
+    def segment(carry, gap):
+        rows, log_scale, finite, k = carry
+        rows, log_scale, finite = jax.lax.fori_loop(
+            k + 1, k + gap + 1, advance, (rows, log_scale, finite))
+        sv = jnp.linalg.svd(rows, compute_uv=False)
+        log_sv = log_scale + jnp.log(sv)
+        floor = log_sv[0] + log_rel
+        out = (jnp.maximum(log_sv, floor), log_scale, floor)
+        return (rows, log_scale, finite, k + gap), out
+
+    eye = jnp.eye(n, dtype=dtype)
+    init = (eye / jnp.sqrt(n).astype(dtype), 0.5 * jnp.log(jnp.asarray(n, dtype)),
+            jnp.all(jnp.isfinite(states)), jnp.int32(0))
+    (_, _, finite, _), (log_sv, log_fro, floor) = jax.lax.scan(segment, init, gaps)
+    return SweepOutput(log_sv, log_fro, floor, finite & jnp.all(~jnp.isnan(log_sv)))

@@ -1,0 +1,166 @@
+"""Vanishing/exploding diagnostics computed from per-lag log singular values.
+
+All functions are pure JAX on arrays whose last axes are ``[lags, n]`` (spectra)
+or ``[lags]`` (profiles); extra leading axes (seeds, initializers) broadcast.
+
+Definitions (natural logs throughout):
+
+* ``log_sigma_max``, ``log_sigma_min``: largest/smallest singular value of P_k.
+* ``log_rms``: log of the RMS singular value, ``log(||P_k||_F / sqrt(n))``; the
+  quantity whose per-step rate mean-field theory predicts (``1/2 log chi_1``).
+* ``log_condition``: ``log sigma_max - log sigma_min``.
+* ``isometry_spread``: standard deviation over i of ``log sigma_i`` (0 = isometry).
+* ``rate``: least-squares slope of ``log sigma_max`` against lag (per step), the
+  empirical top Lyapunov exponent of the backward map; ``rms_rate`` likewise for
+  ``log_rms``.
+* ``horizon``: the lag where ``sigma_max`` first falls below
+  ``Thresholds.horizon`` (linear interpolation of the log between kept lags);
+  ``inf`` if it never does within the lags analysed.
+* ``verdict``: ``"vanishing"`` if ``rate < Thresholds.vanishing``, ``"exploding"``
+  if ``rate > Thresholds.exploding``, else ``"stable"``; ``"non-finite"`` when the
+  states or products overflowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "VERDICTS",
+    "LagMetrics",
+    "Summary",
+    "Thresholds",
+    "fit_rate",
+    "lag_metrics",
+    "memory_horizon",
+    "summarize",
+    "verdict_code",
+    "verdict_name",
+]
+
+VERDICTS = ("vanishing", "stable", "exploding", "non-finite")
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """Where the verdicts and the horizon draw their lines (all overridable).
+
+    Attributes:
+        vanishing: a growth rate (nats per step) below this is ``"vanishing"``.
+            The default -0.01 means sigma_max shrinks by e within 100 steps.
+        exploding: a rate above this is ``"exploding"``.
+        horizon: the memory horizon is the lag where sigma_max falls below this.
+    """
+
+    vanishing: float = -0.01
+    exploding: float = 0.01
+    horizon: float = 1e-2
+
+    def __post_init__(self):
+        if not self.vanishing <= self.exploding:
+            raise ValueError(f"expected vanishing <= exploding thresholds, got {self.vanishing} > {self.exploding}")
+        if not self.horizon > 0:
+            raise ValueError(f"the horizon threshold is a singular value and must be > 0, got {self.horizon}")
+
+
+class LagMetrics(NamedTuple):
+    """Per-lag metrics, each ``[..., lags]``.
+
+    Attributes:
+        log_sigma_max: log of the largest singular value.
+        log_sigma_min: log of the smallest (clamped at the dtype's resolution floor).
+        log_rms: log of the RMS singular value, ``log(||P_k||_F / sqrt(n))``.
+        log_condition: log of the condition number.
+        isometry_spread: std of the log singular values.
+    """
+
+    log_sigma_max: jax.Array
+    log_sigma_min: jax.Array
+    log_rms: jax.Array
+    log_condition: jax.Array
+    isometry_spread: jax.Array
+
+
+class Summary(NamedTuple):
+    """Per-configuration metrics, each ``[...]``.
+
+    Attributes:
+        rate: fitted slope of log sigma_max per step.
+        rms_rate: fitted slope of the log RMS singular value per step.
+        horizon: lag at which sigma_max falls below the threshold (inf if never).
+        verdict: integer code into :data:`VERDICTS`.
+    """
+
+    rate: jax.Array
+    rms_rate: jax.Array
+    horizon: jax.Array
+    verdict: jax.Array
+
+
+def lag_metrics(log_singular_values: jax.Array, log_frobenius: jax.Array) -> LagMetrics:
+    """Per-lag metrics from ``[..., lags, n]`` log singular values and exact log norms."""
+    n = log_singular_values.shape[-1]
+    top, bottom = log_singular_values[..., 0], log_singular_values[..., -1]
+    spread = jnp.where(jnp.isfinite(top), jnp.std(jnp.where(jnp.isfinite(top)[..., None],
+                                                            log_singular_values, 0.0), axis=-1), 0.0)
+    return LagMetrics(top, bottom, log_frobenius - 0.5 * jnp.log(n), top - bottom, spread)
+
+
+def fit_rate(lags: jax.Array, profile: jax.Array) -> jax.Array:
+    """Least-squares slope of ``profile[..., lags]`` against ``lags`` (lag 0 excluded).
+
+    A profile that reaches ``-inf`` (an exactly zero product) has rate ``-inf``.
+    Needs at least two positive lags, else NaN.
+    """
+    lags = jnp.asarray(lags, profile.dtype)
+    use = lags > 0
+    count = jnp.sum(use)
+    finite_profile = jnp.where(use & jnp.isfinite(profile), profile, 0.0)
+    mean_k = jnp.sum(jnp.where(use, lags, 0.0)) / count
+    mean_p = jnp.sum(finite_profile, axis=-1, keepdims=True) / count
+    dk = jnp.where(use, lags - mean_k, 0.0)
+    slope = jnp.sum(dk * (finite_profile - mean_p), axis=-1) / jnp.sum(dk**2)
+    hit_zero = jnp.any(use & (profile == -jnp.inf), axis=-1)
+    return jnp.where(hit_zero, -jnp.inf, slope)
+
+
+def memory_horizon(lags: jax.Array, log_sigma_max: jax.Array, threshold: float) -> jax.Array:
+    """First lag where ``log_sigma_max`` drops below ``log(threshold)``, interpolated; inf if never."""
+    lags = jnp.asarray(lags, log_sigma_max.dtype)
+    level = jnp.log(threshold)
+    below = log_sigma_max < level
+    first = jnp.argmax(below, axis=-1)
+    prev = jnp.maximum(first - 1, 0)
+    take = lambda a, i: jnp.take_along_axis(a, i[..., None], axis=-1)[..., 0]  # noqa: E731
+    y0, y1 = take(log_sigma_max, prev), take(log_sigma_max, first)
+    k0, k1 = lags[prev], lags[first]
+    frac = jnp.where(jnp.isfinite(y1) & (y0 > y1), (y0 - level) / (y0 - y1), 1.0)
+    crossing = jnp.where(first > 0, k0 + jnp.clip(frac, 0.0, 1.0) * (k1 - k0), k1)
+    return jnp.where(jnp.any(below, axis=-1), crossing, jnp.inf)
+
+
+def verdict_code(rate: jax.Array, finite: jax.Array, thresholds: Thresholds) -> jax.Array:
+    """Integer verdict (index into :data:`VERDICTS`) from a growth rate."""
+    code = jnp.where(rate < thresholds.vanishing, 0, jnp.where(rate > thresholds.exploding, 2, 1))
+    return jnp.where(finite & ~jnp.isnan(rate), code, 3)
+
+
+def verdict_name(code) -> str:
+    """The verdict string for an integer code."""
+    return VERDICTS[int(code)]
+
+
+def summarize(lags, metrics: LagMetrics, finite: jax.Array, thresholds: Thresholds = Thresholds()) -> Summary:
+    """Fitted rates, memory horizon and verdict from per-lag metrics."""
+    rate = fit_rate(lags, metrics.log_sigma_max)
+    measured = lambda value: jnp.where(finite, value, jnp.nan)  # noqa: E731 - overflowed runs have no metrics
+    return Summary(
+        measured(rate),
+        measured(fit_rate(lags, metrics.log_rms)),
+        measured(memory_horizon(lags, metrics.log_sigma_max, thresholds.horizon)),
+        verdict_code(rate, finite, thresholds),
+    )

@@ -1,0 +1,208 @@
+"""All-lag Jacobian spectra of an unrolled recurrent cell: the main analysis entry point."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradscope import _checks, engine, metrics
+from gradscope.lags import select_lags
+
+__all__ = ["Spectra", "forward_spectra", "jacobian_spectra", "spectra_of"]
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["log_singular_values", "log_frobenius", "log_floor", "finite"],
+    meta_fields=["lag_values", "direction"],
+)
+@dataclasses.dataclass(frozen=True)
+class Spectra:
+    """Singular values of the Jacobian products at each kept lag (a JAX pytree).
+
+    Attributes:
+        log_singular_values: ``[..., len(lags), n]`` natural-log singular values,
+            descending. Values the dtype cannot resolve (below ``log_floor``) are
+            clamped to the floor; ``-inf`` only for an exactly zero product.
+        log_frobenius: ``[..., len(lags)]`` exact ``log ||P_k||_F``.
+        log_floor: ``[..., len(lags)]`` resolution floor, ``log sigma_max + log(n eps)``.
+        finite: ``[...]`` False where states or products overflowed to inf/NaN.
+        lag_values: the lags as a tuple (``lags`` gives them as an array).
+        direction: ``"backward"`` (entry k is dh_T/dh_{T-k}) or ``"forward"``
+            (entry k is dh_k/dh_0).
+
+    Leading ``...`` axes appear when the inputs were batched (or under ``vmap``).
+    """
+
+    log_singular_values: jax.Array
+    log_frobenius: jax.Array
+    log_floor: jax.Array
+    finite: jax.Array
+    lag_values: tuple
+    direction: str = "backward"
+
+    @property
+    def lags(self) -> np.ndarray:
+        """Kept lags as an int array; entry k of the lag axis is the product over ``lags[k]`` steps."""
+        return np.asarray(self.lag_values, dtype=np.int64)
+
+    @property
+    def state_size(self) -> int:
+        """n, the size of the flattened state (2 * hidden for an LSTM)."""
+        return int(self.log_singular_values.shape[-1])
+
+    @property
+    def resolved(self) -> jax.Array:
+        """Boolean ``[..., lags, n]``: True where a singular value is above the resolution floor."""
+        return self.log_singular_values > self.log_floor[..., None]
+
+    def lag_metrics(self) -> metrics.LagMetrics:
+        """Per-lag sigma_max, sigma_min, RMS, condition number and isometry spread (logs)."""
+        return metrics.lag_metrics(self.log_singular_values, self.log_frobenius)
+
+    def summary(self, thresholds: metrics.Thresholds = metrics.Thresholds()) -> metrics.Summary:
+        """Growth rates, memory horizon and verdict code (see :mod:`gradscope.metrics`)."""
+        return metrics.summarize(self.lags, self.lag_metrics(), self.finite, thresholds)
+
+    def verdict(self, thresholds: metrics.Thresholds = metrics.Thresholds()):
+        """The verdict string (or an array of strings for batched spectra)."""
+        codes = np.asarray(self.summary(thresholds).verdict)
+        return np.vectorize(metrics.verdict_name)(codes) if codes.ndim else metrics.verdict_name(codes)
+
+
+def _cast(tree, dtype):
+    def cast(leaf):
+        leaf = jnp.asarray(leaf)
+        return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.inexact) else leaf
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def _float_dtype(tree):
+    floats = [jnp.asarray(x).dtype for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.result_type(*floats) if floats else jnp.float32
+
+
+def spectra_of(step, params, xs, h0, lags: tuple[int, ...], direction: str = "backward",
+               untied: bool = False) -> Spectra:
+    """Unroll and sweep one configuration; pure and traceable (no checks: see :func:`jacobian_spectra`)."""
+    flat_step, v0, _ = engine.flatten_step(step, h0)
+    states, _ = engine.unroll(flat_step, params, v0, xs, untied)
+    out = engine.sweep(flat_step, params, states, xs, lags, direction, untied)
+    return Spectra(out.log_singular_values, out.log_frobenius, out.log_floor, out.finite, lags, direction)
+
+
+@functools.partial(jax.jit, static_argnames=("step", "lags", "direction", "untied", "batch_axes"))
+def _spectra_core(step, params, xs, h0, lags, direction, untied, batch_axes):
+    one = functools.partial(spectra_of, step, params, h0=h0, lags=lags, direction=direction, untied=untied)
+    for _ in range(batch_axes):
+        one = jax.vmap(one)
+    return one(xs)
+
+
+def _num_steps(xs, batch_axes: int) -> int:
+    leaves = jax.tree_util.tree_leaves(xs)
+    if not leaves:
+        raise ValueError("xs is empty; expected inputs with a leading time axis of length T >= 1")
+    steps = {jnp.shape(leaf)[batch_axes] if jnp.ndim(leaf) > batch_axes else None for leaf in leaves}
+    if None in steps or len(steps) != 1:
+        raise ValueError(f"every leaf of xs needs the same time axis (axis {batch_axes}); "
+                         f"got shapes {[jnp.shape(leaf) for leaf in leaves]}")
+    (num,) = steps
+    if num < 1:
+        raise ValueError(f"xs has T = {num} time steps; at least 1 is needed")
+    return int(num)
+
+
+def _check_cell_inputs(xs, input_size) -> int:
+    shape = jnp.shape(xs)
+    if len(shape) < 2 or shape[-1] != input_size:
+        raise ValueError(f"expected xs with shape (..., T, input_size)=(..., T, {input_size}), got {shape}; "
+                         "put time on the second-to-last axis and features last")
+    return len(shape) - 2
+
+
+def _check_untied(params, num_steps: int) -> None:
+    for leaf in jax.tree_util.tree_leaves(params):
+        if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != num_steps:
+            raise ValueError(f"untied=True needs every parameter with a leading time axis of length "
+                             f"T={num_steps}; got a leaf of shape {jnp.shape(leaf)}")
+
+
+def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
+                     direction: str = "backward", dtype=None, untied: bool = False,
+                     batch_axes: int | None = None) -> Spectra:
+    """Singular values of ``dh_T/dh_{T-k}`` for every requested lag k, in one reverse sweep.
+
+    The cell is unrolled with ``lax.scan`` from ``h0`` over ``xs``; one sweep then
+    multiplies the step Jacobians (as batched VJPs, never materialised), keeping
+    the product in log domain, and takes the singular values at the kept lags.
+
+    Args:
+        cell_or_step: a built-in cell (:class:`gradscope.cells.VanillaRNN`, ``LSTM``,
+            ``GRU``, an adapter) or any ``step(params, h, x) -> h_next`` with a pytree
+            state ``h``.
+        params: the cell's parameters (a pytree). With ``untied=True`` every leaf has
+            a leading time axis of length T (a different layer per step).
+        xs: inputs with a leading time axis: ``(T, input_size)`` for built-in cells,
+            with optional extra leading batch axes; any pytree for a plain step.
+        h0: initial state; defaults to the cell's zero state (required for a plain step).
+        lags: ``"all"`` (1..T), ``"log"`` (``num_log_lags`` log-spaced lags) or ints in [0, T].
+        num_log_lags: how many lags ``lags="log"`` keeps.
+        direction: ``"backward"`` for ``dh_T/dh_{T-k}``, ``"forward"`` for ``dh_k/dh_0``.
+        dtype: ``"float32"``/``"float64"`` to compute in; default from params and h0.
+        untied: per-step parameters (a deep feed-forward stack).
+        batch_axes: leading batch axes of ``xs``; inferred for built-in cells, else 0.
+
+    Returns:
+        :class:`Spectra` with ``.lags`` and ``.log_singular_values`` ``[..., len(lags), n]``.
+
+    Raises:
+        ValueError / TypeError: malformed inputs, with what was expected and the fix.
+        gradscope.NumericalOverflowError: states or products became inf/NaN.
+    """
+    step, default_h0, input_size = _checks.resolve_step(cell_or_step)
+    if direction not in ("backward", "forward"):
+        raise ValueError(f"direction must be 'backward' (dh_T/dh_(T-k)) or 'forward' (dh_k/dh_0), got {direction!r}")
+    if h0 is None:
+        if default_h0 is None:
+            raise ValueError("a plain step function needs h0 (the initial state pytree); pass h0=...")
+        h0 = default_h0()
+    if input_size is not None:
+        inferred = _check_cell_inputs(xs, input_size)
+        batch_axes = inferred if batch_axes is None else batch_axes
+    batch_axes = 0 if batch_axes is None else int(batch_axes)
+    num_steps = _num_steps(xs, batch_axes)
+    if untied:
+        _check_untied(params, num_steps)
+    dtype = _checks.check_dtype(dtype) or _float_dtype((params, h0))
+    params, xs, h0 = _cast(params, dtype), _cast(xs, dtype), _cast(h0, dtype)
+    for name, tree in (("params", params), ("xs", xs), ("h0", h0)):
+        _checks.check_finite(name, tree)
+    x0 = jax.tree_util.tree_map(lambda a: a[(0,) * (batch_axes + 1)], xs)
+    p0 = jax.tree_util.tree_map(lambda p: p[0], params) if untied else params
+    _checks.check_state_structure(step, p0, h0, x0)
+    kept = select_lags(lags, num_steps, num_log_lags)
+    result = _spectra_core(step, params, xs, h0, kept, direction, bool(untied), batch_axes)
+    _raise_if_overflowed(result)
+    return result
+
+
+def forward_spectra(cell_or_step, params, xs, h0=None, **options) -> Spectra:
+    """Singular values of the forward (perturbation) product ``dh_k/dh_0``; see :func:`jacobian_spectra`."""
+    return jacobian_spectra(cell_or_step, params, xs, h0, direction="forward", **options)
+
+
+def _raise_if_overflowed(result: Spectra) -> None:
+    if not _checks.is_concrete(result.finite):
+        return
+    finite = np.asarray(result.finite)
+    if not finite.all():
+        where = "" if finite.ndim == 0 else f" at batch indices {np.argwhere(~finite).tolist()[:5]}"
+        raise _checks.NumericalOverflowError(
+            f"the unrolled states or Jacobian products became inf/NaN{where}, even in log domain: "
+            "the forward dynamics diverge. Lower the recurrent gain, shorten xs, or use dtype='float64'")
