@@ -171,7 +171,8 @@ def compare(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, num_steps: int 
         input_scale: std of the Gaussian inputs.
         lags: ``"all"``, ``"log"`` or ints (see :func:`gradscope.select_lags`).
         num_log_lags: lag count for ``lags="log"``.
-        input_init, bias_init: fixed initializers for the other parameters.
+        input_init: fixed initializer of the input kernel.
+        bias_init: fixed initializer of the biases.
         dtype: ``"float32"`` (default) or ``"float64"`` (needs x64 mode).
         thresholds: verdict and horizon thresholds for the tables.
         progress: show a progress bar (default: only on a terminal).
