@@ -3,6 +3,36 @@
 They never compute: every number drawn comes from :mod:`gradscope`'s analysis API.
 """
 
+from gradscope.plotting.spectra import (
+    METRIC_LABELS,
+    VERDICT_COLORS,
+    describe_cell,
+    figure_grid,
+    lag_profile_table,
+    plot_forward_profile,
+    plot_lag_profile,
+    plot_singular_value_density,
+    plot_spectrum_heatmap,
+    plot_summary,
+)
 from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, PALETTE, color, new_axes, save_figure, style
 
-__all__ = ["COLUMN_WIDTH", "FULL_WIDTH", "PALETTE", "color", "new_axes", "save_figure", "style"]
+__all__ = [
+    "COLUMN_WIDTH",
+    "FULL_WIDTH",
+    "METRIC_LABELS",
+    "PALETTE",
+    "VERDICT_COLORS",
+    "color",
+    "describe_cell",
+    "figure_grid",
+    "lag_profile_table",
+    "new_axes",
+    "plot_forward_profile",
+    "plot_lag_profile",
+    "plot_singular_value_density",
+    "plot_spectrum_heatmap",
+    "plot_summary",
+    "save_figure",
+    "style",
+]

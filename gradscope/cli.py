@@ -1,0 +1,347 @@
+"""The ``gradscope`` console command: compare initializers or analyse saved parameters, write a report.
+
+::
+
+    gradscope compare [options]                 # default: vanilla tanh RNN, 6 initializers, 4 seeds
+    gradscope analyze --cell lstm --params p.npz [options]
+
+Both write a report folder (see :mod:`gradscope.report`). The command only parses
+arguments, calls the API and writes files. Bad arguments exit with status 2 and
+a message naming the fix; a numerical overflow in ``analyze`` exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import gradscope
+from gradscope import cells, initializers, report
+from gradscope.compare import DEFAULT_INITIALIZERS, make_inputs
+from gradscope.lags import select_lags
+
+__all__ = ["CELLS", "build_parser", "load_params", "main", "parse_init", "parse_lags"]
+
+CELLS = {"vanilla": cells.VanillaRNN, "lstm": cells.LSTM, "gru": cells.GRU}
+"""Cell layouts by command-line name."""
+
+_PARAM_TYPES = {"vanilla": cells.VanillaParams, "lstm": cells.LSTMParams, "gru": cells.GRUParams}
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument types
+# ---------------------------------------------------------------------------------------------
+
+def _option_value(text: str):
+    for convert in (int, float):
+        with contextlib.suppress(ValueError):
+            return convert(text)
+    return text
+
+
+def parse_init(text: str):
+    """Parse ``name`` or ``name:key=value,key=value`` into an initializer spec.
+
+    >>> parse_init("orthogonal:gain=1.1")
+    ('orthogonal', {'gain': 1.1})
+
+    Values are read as int, else float, else kept as text.
+
+    Raises:
+        argparse.ArgumentTypeError: an option without ``=`` or an empty name.
+    """
+    name, _, options = text.partition(":")
+    if not name:
+        raise argparse.ArgumentTypeError(f"expected NAME or NAME:key=value,..., got {text!r}")
+    if not options:
+        return name
+    pairs = [item.partition("=") for item in options.split(",")]
+    bad = [key for key, sep, value in pairs if not (key and sep and value)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"expected options as key=value after the colon, e.g. orthogonal:gain=1.1; "
+                                         f"got {text!r}")
+    return name, {key.strip(): _option_value(value.strip()) for key, _, value in pairs}
+
+
+def parse_lags(text: str):
+    """Parse ``all``, ``log`` or a comma list of ints (``1,2,5,10``) into a lag request.
+
+    Raises:
+        argparse.ArgumentTypeError: anything else.
+    """
+    if text in ("all", "log"):
+        return text
+    try:
+        return tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'all', 'log' or comma-separated ints like 1,2,5,10; "
+                                         f"got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------------------
+
+def _run_options() -> argparse.ArgumentParser:
+    """Options shared by every subcommand that analyses and writes a report."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("analysis")
+    group.add_argument("--activation", default=None,
+                       help=f"vanilla cell activation (default tanh); one of {', '.join(sorted(cells.ACTIVATIONS))}")
+    group.add_argument("--gru-reset", choices=("after", "before"), default=None,
+                       help="GRU reset-gate convention: after (cuDNN/PyTorch, default) or before (Cho et al.)")
+    group.add_argument("--steps", type=_positive_int, default=100, help="horizon T (default 100)")
+    group.add_argument("--seeds", type=_positive_int, default=4, help="number of seeds 0..N-1 (default 4)")
+    group.add_argument("--inputs", choices=("gaussian", "zeros"), default="gaussian",
+                       help="input sequence: N(0, input-scale^2) per seed, or zeros (default gaussian)")
+    group.add_argument("--input-scale", type=float, default=1.0, help="std of the Gaussian inputs (default 1)")
+    group.add_argument("--lags", type=parse_lags, default="all",
+                       help="lags k to analyse: all (1..T), log (log-spaced) or a list like 1,2,5,10 (default all)")
+    group.add_argument("--num-log-lags", type=_positive_int, default=32, help="lag count for --lags log (default 32)")
+    group.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="precision of the analysis (default float32)")
+    output = common.add_argument_group("output")
+    output.add_argument("--out", type=Path, default=Path("gradscope-report"),
+                        help="report folder to create (default ./gradscope-report)")
+    output.add_argument("--force", action="store_true", help="write into an existing report folder")
+    output.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stdout")
+    return common
+
+
+def _add_compare(subparsers, common) -> None:
+    parser = subparsers.add_parser(
+        "compare", parents=[common], help="compare recurrent-kernel initializers for a cell and write a report",
+        description="Compare recurrent-kernel initializers for one cell over several seeds and write a report "
+                    "folder (metrics.csv, metrics.json, report.md, report.html, figures/).")
+    parser.add_argument("--cell", choices=tuple(CELLS), default="vanilla", help="cell type (default vanilla)")
+    parser.add_argument("--hidden", type=_positive_int, default=64, help="hidden size (default 64)")
+    parser.add_argument("--input-size", type=_positive_int, default=1, help="input size (default 1)")
+    parser.add_argument("--init", type=parse_init, action="append", default=None, metavar="NAME[:KEY=VALUE,...]",
+                        help="recurrent initializer, repeatable, e.g. --init orthogonal:gain=1.1 --init he_normal "
+                             f"(default: {' '.join(DEFAULT_INITIALIZERS)}); "
+                             f"names: {', '.join(initializers.available())}")
+    parser.add_argument("--forget-bias", type=float, default=None, help="LSTM forget-gate bias at init (default 0)")
+    parser.set_defaults(handler=_run_compare, parser=parser)
+
+
+def _add_analyze(subparsers, common) -> None:
+    parser = subparsers.add_parser(
+        "analyze", parents=[common], help="analyse saved parameters (.npz) of a cell and write a report",
+        description="Analyse one saved parameter set. The .npz holds one array per field of the cell's "
+                    "parameter layout: vanilla: recurrent_kernel (n, n), input_kernel (m, n), bias (n,); "
+                    "lstm: recurrent_kernel (n, 4n), input_kernel (m, 4n), bias (4n,) with gates i, f, g, o; "
+                    "gru: recurrent_kernel (n, 3n), input_kernel (m, 3n), input_bias (3n,), recurrent_bias (3n,) "
+                    "with gates r, z, n. Kernels are (fan_in, fan_out): the layer computes x @ W. "
+                    "--seeds sets how many input sequences are drawn.")
+    parser.add_argument("--cell", choices=tuple(CELLS), required=True, help="the parameters' cell layout")
+    parser.add_argument("--params", type=Path, required=True, help="the .npz file of parameters")
+    parser.add_argument("--label", default=None, help="name of this parameter set in the report (default file stem)")
+    parser.set_defaults(handler=_run_analyze, parser=parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gradscope`` argument parser, one subparser per subcommand (``compare``, ``analyze``)."""
+    parser = argparse.ArgumentParser(
+        prog="gradscope", description="How does the gradient travel back through time in a recurrent network? "
+                                      "Run 'gradscope compare' for the default comparison of initializers.")
+    parser.add_argument("--version", action="version", version=f"gradscope {gradscope.__version__}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    common = _run_options()
+    _add_compare(subparsers, common)
+    _add_analyze(subparsers, common)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells and parameters
+# ---------------------------------------------------------------------------------------------
+
+def _cell_options(args) -> dict:
+    """Cell keyword options from the flags, refusing flags that do not apply to the chosen cell."""
+    applies = {"activation": "vanilla", "gru_reset": "gru", "forget_bias": "lstm"}
+    keyword = {"activation": "activation", "gru_reset": "reset", "forget_bias": "forget_bias"}
+    options = {}
+    for flag, cell in applies.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if args.cell != cell:
+            raise ValueError(f"--{flag.replace('_', '-')} applies to --cell {cell} only, not --cell {args.cell}")
+        options[keyword[flag]] = value
+    return options
+
+
+def _expected_params(cell):
+    import jax
+
+    return jax.eval_shape(lambda: cell.init(jax.random.key(0)))
+
+
+def load_params(path, layout: str, **cell_options):
+    """Load a cell's parameters from an ``.npz`` file (``allow_pickle=False``).
+
+    The file holds one array per field of the layout's parameter NamedTuple
+    (:class:`~gradscope.cells.VanillaParams`, :class:`~gradscope.cells.LSTMParams`,
+    :class:`~gradscope.cells.GRUParams`); hidden and input sizes are read from
+    ``recurrent_kernel`` (``(n, gates * n)``) and ``input_kernel`` (``(m, gates * n)``).
+
+    Args:
+        path: the ``.npz`` file.
+        layout: ``"vanilla"``, ``"lstm"`` or ``"gru"``.
+        **cell_options: passed to the cell (``activation`` for vanilla, ``reset`` for GRU).
+
+    Returns:
+        ``(cell, params, extra_names)``: the built cell, its params NamedTuple of
+        NumPy arrays, and the names in the file that the layout does not use.
+
+    Raises:
+        ValueError: an unreadable file, a missing array or an array of the wrong shape.
+    """
+    fields = _PARAM_TYPES[layout]._fields
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"could not read {str(path)!r} as an .npz of arrays ({err}); save it with "
+                         f"numpy.savez(path, {', '.join(f'{f}=...' for f in fields)})") from None
+    missing = [name for name in fields if name not in arrays]
+    if missing:
+        raise ValueError(f"{str(path)!r} lacks array(s) {missing} for --cell {layout}; expected arrays "
+                         f"{list(fields)}, found {sorted(arrays)}")
+    cell = _cell_from_arrays(layout, arrays, cell_options)
+    expected = _expected_params(cell)
+    for name, spec in zip(fields, expected):
+        if arrays[name].shape != spec.shape:
+            raise ValueError(f"array {name!r} in {str(path)!r} has shape {arrays[name].shape}; --cell {layout} with "
+                             f"hidden {cell.hidden_size} and input size {cell.input_size} expects {spec.shape}")
+    params = _PARAM_TYPES[layout](*(np.asarray(arrays[name]) for name in fields))
+    return cell, params, sorted(set(arrays) - set(fields))
+
+
+def _cell_from_arrays(layout: str, arrays: dict, cell_options: dict):
+    for name in ("recurrent_kernel", "input_kernel"):
+        if arrays[name].ndim != 2:
+            raise ValueError(f"array {name!r} must be 2-D (fan_in, fan_out), got shape {arrays[name].shape}")
+    hidden, inputs = arrays["recurrent_kernel"].shape[0], arrays["input_kernel"].shape[0]
+    return CELLS[layout](int(hidden), int(inputs), **cell_options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+def _precision(dtype: str):
+    """Context that enables JAX's 64-bit mode for float64 runs only."""
+    import jax
+
+    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+
+
+def _finish(args, comparison, settings) -> None:
+    built = report.build_report(comparison, settings=settings)
+    files = report.write_report(built, args.out, force=args.force)
+    if not args.quiet:
+        print(comparison.to_dataframe().to_string(index=False))
+        print(f"\nreport written to {files.folder}/ (open {files.html.name}; metrics in {files.metrics_csv.name}, "
+              f"{files.metrics_json.name}; figures in figures/)")
+
+
+def _compare_specs(args) -> list:
+    specs = list(args.init) if args.init else list(DEFAULT_INITIALIZERS)
+    for spec in specs:
+        try:
+            initializers.resolve(spec)
+        except TypeError as err:  # an option the initializer does not take: a usage error here
+            raise ValueError(f"--init {spec[0] if isinstance(spec, tuple) else spec}: {err}") from None
+    return specs
+
+
+def _run_compare(args, argv) -> int:
+    report.check_output_folder(args.out, args.force)
+    cell = CELLS[args.cell](args.hidden, args.input_size, **_cell_options(args))
+    specs = _compare_specs(args)
+    select_lags(args.lags, args.steps, args.num_log_lags)
+    with _precision(args.dtype):
+        comparison = gradscope.compare(
+            cell, specs, seeds=args.seeds, num_steps=args.steps, inputs=args.inputs, input_scale=args.input_scale,
+            lags=args.lags, num_log_lags=args.num_log_lags, dtype=args.dtype, progress=False if args.quiet else None)
+        _finish(args, comparison, [("command", shlex.join(["gradscope", *argv])), ("inputs", _inputs_text(args))])
+    return 0
+
+
+def _inputs_text(args) -> str:
+    return f"gaussian, std {args.input_scale:g}" if args.inputs == "gaussian" else "zeros"
+
+
+def _run_analyze(args, argv) -> int:
+    import jax
+
+    report.check_output_folder(args.out, args.force)
+    cell, params, extra = load_params(args.params, args.cell, **_cell_options(args))
+    if extra and not args.quiet:
+        print(f"note: ignoring array(s) {extra} in {args.params}, which --cell {args.cell} does not use",
+              file=sys.stderr)
+    seeds = tuple(range(args.seeds))
+    select_lags(args.lags, args.steps, args.num_log_lags)
+    with _precision(args.dtype):
+        xs = make_inputs(args.inputs, seeds, args.steps, cell.input_size, args.input_scale, args.dtype)
+        spectra = gradscope.jacobian_spectra(cell, params, xs, lags=args.lags, num_log_lags=args.num_log_lags,
+                                             dtype=args.dtype)
+        label = args.label or args.params.stem
+        comparison = gradscope.Comparison((label,), seeds, jax.tree_util.tree_map(lambda a: a[None], spectra),
+                                          gradscope.Thresholds(), cell, args.steps)
+        settings = [("command", shlex.join(["gradscope", *argv])), ("parameters", str(args.params)),
+                    ("inputs", f"{_inputs_text(args)}; seeds = input sequences, the parameters are fixed")]
+        _finish(args, comparison, settings)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``gradscope`` command; return its exit status (0 ok, 1 overflow, 2 bad arguments).
+
+    Args:
+        argv: the arguments after ``gradscope`` (default ``sys.argv[1:]``).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        print("\ngradscope: error: choose a command, e.g. 'gradscope compare'", file=sys.stderr)
+        return 2
+    return _dispatch(args, argv)
+
+
+def _dispatch(args, argv) -> int:
+    try:
+        return args.handler(args, argv)
+    except (ValueError, FileExistsError, NotADirectoryError) as err:
+        args.parser.print_usage(sys.stderr)
+        print(f"{args.parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    except gradscope.NumericalOverflowError as err:
+        print(f"{args.parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
