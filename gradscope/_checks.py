@@ -33,10 +33,9 @@ def check_finite(name: str, tree) -> None:
     for path, leaf in leaves:
         arr = np.asarray(leaf)
         if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
-            where = jax.tree_util.keystr(path) or "(the array itself)"
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-            raise ValueError(f"{name} must be finite, but {name}{where} has {bad} inf/NaN entries; "
-                             f"clean or re-initialize {name} before the analysis")
+            raise ValueError(f"{name} must be finite, but {name}{jax.tree_util.keystr(path)} has {bad} of "
+                             f"{arr.size} entries inf/NaN; clean or re-initialize {name} before the analysis")
 
 
 def check_dtype(dtype):

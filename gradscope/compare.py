@@ -57,7 +57,13 @@ class Comparison:
         return self.spectra.summary(self.thresholds)
 
     def to_dataframe(self, per_seed: bool = False) -> pd.DataFrame:
-        """One row per initializer (seed means and spreads), or per (initializer, seed)."""
+        """One row per initializer (seed means and spreads), or per (initializer, seed).
+
+        The aggregated table gives the mean and the population standard deviation
+        (``ddof=0``, the spread of the seeds actually run) of each rate, the median,
+        min and max horizon, the seed count, and the verdict of the mean rate
+        (``"non-finite"`` if any seed overflowed).
+        """
         table = self._per_seed_table()
         return table if per_seed else _aggregate_seeds(table, self.thresholds)
 
@@ -70,6 +76,12 @@ class Comparison:
         for name, values in lag_metrics._asdict().items():
             columns[name] = np.asarray(values, dtype=np.float64).ravel()
         return pd.DataFrame(columns)
+
+    def _repr_html_(self) -> str:
+        """Jupyter display: metrics table, lag profile and rate summary (see :mod:`gradscope.display`)."""
+        from gradscope.display import comparison_html
+
+        return comparison_html(self)
 
     def _per_seed_table(self) -> pd.DataFrame:
         summary = self.summary()

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["SweepOutput", "flatten_step", "relative_resolution", "sweep", "unroll"]
+__all__ = ["SweepOutput", "flatten_step", "initial_product", "log_spectrum", "product_stepper", "relative_resolution",
+           "sweep", "sweep_chunked", "unroll"]
 
 FlatStep = Callable[[object, jax.Array, object], jax.Array]
 
@@ -92,7 +93,15 @@ def _renormalise(rows, log_scale):
 
 
 def relative_resolution(n: int, dtype) -> float:
-    """Smallest ``sigma_i / sigma_max`` that an n x n float product resolves: ``n * eps``."""
+    """Smallest ``sigma_i / sigma_max`` that an n x n float product resolves: ``n * eps``.
+
+    Rounding leaves an absolute error of order ``eps * sigma_max`` on every singular
+    value of the accumulated product, so ``sigma_i`` is only known relative to that.
+    Checked against float64 for tanh RNN, GRU and LSTM cells (n = 32..64, up to 200
+    steps, contracting and chaotic weights): float32 values above this floor agree
+    to better than 0.015 in log; 2-3 nats below it errors reach 0.05-0.4, so the
+    floor keeps a safety factor of about e^2.
+    """
     return float(n * np.finfo(dtype).eps)
 
 
@@ -131,4 +140,83 @@ def sweep(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...],
     init = (eye / jnp.sqrt(n).astype(dtype), 0.5 * jnp.log(jnp.asarray(n, dtype)),
             jnp.all(jnp.isfinite(states)), jnp.int32(0))
     (_, _, finite, _), (log_sv, log_fro, floor) = jax.lax.scan(segment, init, gaps)
+    return SweepOutput(log_sv, log_fro, floor, finite & jnp.all(~jnp.isnan(log_sv)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks shared by the chunked sweep and gradscope.profile (additive: ``sweep`` above
+# keeps its own inline copy of the same step, so its results are untouched).
+# ---------------------------------------------------------------------------------------------
+
+def product_stepper(flat_step: FlatStep, params, states, xs, direction: str = "backward",
+                    untied: bool = False) -> Callable:
+    """Return ``advance(k, (rows, log_scale, finite))`` that grows the carried product by one lag.
+
+    ``rows`` holds ``Q_{k-1}`` (``P_{k-1} = exp(log_scale) Q_{k-1}``, ``||Q||_F = 1``);
+    ``advance`` multiplies in the step Jacobian of lag k (``Q J_{T-k+1}`` backward,
+    ``Q J_k^T`` forward), renormalises, and tracks whether everything stayed finite.
+    ``rows`` may have any number of rows (n for the full product, a block for top-k).
+    It is the body :func:`sweep` runs, for use in ``lax.fori_loop``.
+    """
+    num_steps = states.shape[0]
+
+    def advance(k, carry):
+        rows, log_scale, finite = carry
+        i = num_steps - k if direction == "backward" else k - 1
+        x = jax.tree_util.tree_map(lambda a: a[i], xs)
+        rows = _apply_step_jacobian(flat_step, _params_at(params, i, untied), states[i], x, rows, direction)
+        rows, log_scale = _renormalise(rows, log_scale)
+        return rows, log_scale, finite & jnp.all(jnp.isfinite(rows))
+
+    return advance
+
+
+def initial_product(n: int, dtype) -> tuple[jax.Array, jax.Array]:
+    """``(Q_0, s_0)`` for the lag-0 product ``P_0 = I = exp(s_0) Q_0`` with ``||Q_0||_F = 1``."""
+    return jnp.eye(n, dtype=dtype) / jnp.sqrt(n).astype(dtype), 0.5 * jnp.log(jnp.asarray(n, dtype))
+
+
+def log_spectrum(singular_values: jax.Array, log_scale: jax.Array, log_rel: float):
+    """``(log sigma clamped at the floor, floor)`` from the singular values of ``Q`` (``[..., n]``).
+
+    ``log_rel`` is ``log relative_resolution(n, dtype)``; ``log_scale`` broadcasts
+    against the leading axes.
+    """
+    log_sv = log_scale[..., None] + jnp.log(singular_values)
+    floor = log_sv[..., 0] + log_rel
+    return jnp.maximum(log_sv, floor[..., None]), floor
+
+
+def sweep_chunked(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...],
+                  direction: str = "backward", untied: bool = False, chunk: int = 32) -> SweepOutput:
+    """Like :func:`sweep`, but with one batched SVD per ``chunk`` consecutive kept lags.
+
+    The products ``Q_k`` of ``chunk`` kept lags are stored (``chunk * n^2`` floats)
+    and their singular values taken by one batched ``svd``; useful where all lags
+    are kept and a batched SVD is cheaper than many small calls (accelerators).
+    The results equal :func:`sweep`'s (same products, same SVD routine).
+    """
+    num_steps, n = states.shape
+    kept = np.asarray(lags, dtype=np.int32)
+    gaps = np.diff(np.concatenate([[0], kept])).astype(np.int32)
+    num_chunks = -(-len(gaps) // chunk)
+    gaps = np.concatenate([gaps, np.zeros(num_chunks * chunk - len(gaps), np.int32)]).reshape(num_chunks, chunk)
+    advance = product_stepper(flat_step, params, states, xs, direction, untied)
+    log_rel = float(np.log(relative_resolution(n, states.dtype)))
+
+    def segment(carry, gap):
+        rows, log_scale, finite, k = carry
+        rows, log_scale, finite = jax.lax.fori_loop(k + 1, k + gap + 1, advance, (rows, log_scale, finite))
+        return (rows, log_scale, finite, k + gap), (rows, log_scale)
+
+    def one_chunk(carry, chunk_gaps):
+        carry, (products, log_scales) = jax.lax.scan(segment, carry, chunk_gaps)
+        sv = jnp.linalg.svd(products, compute_uv=False)
+        return carry, (*log_spectrum(sv, log_scales, log_rel), log_scales)
+
+    rows, log_scale = initial_product(n, states.dtype)
+    init = (rows, log_scale, jnp.all(jnp.isfinite(states)), jnp.int32(0))
+    (_, _, finite, _), (log_sv, floor, log_fro) = jax.lax.scan(one_chunk, init, gaps)
+    flat = lambda a: a.reshape(num_chunks * chunk, *a.shape[2:])[: len(kept)]  # noqa: E731
+    log_sv, floor, log_fro = flat(log_sv), flat(floor), flat(log_fro)
     return SweepOutput(log_sv, log_fro, floor, finite & jnp.all(~jnp.isnan(log_sv)))

@@ -30,7 +30,7 @@ def select_lags(lags, num_steps: int, num_log_lags: int = 32) -> tuple[int, ...]
         raise ValueError("expected at least one lag, got an empty sequence")
     if not np.issubdtype(values.dtype, np.integer):
         if not np.all(np.equal(np.mod(values, 1), 0)):
-            raise ValueError(f"lags must be whole numbers, got {list(values)}")
+            raise ValueError(f"lags must be whole numbers, got {values.tolist()}")
         values = values.astype(int)
     bad = values[(values < 0) | (values > num_steps)]
     if bad.size:

@@ -24,6 +24,7 @@ Definitions (natural logs throughout):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -101,20 +102,28 @@ class Summary(NamedTuple):
     verdict: jax.Array
 
 
+@jax.jit
 def lag_metrics(log_singular_values: jax.Array, log_frobenius: jax.Array) -> LagMetrics:
-    """Per-lag metrics from ``[..., lags, n]`` log singular values and exact log norms."""
+    """Per-lag metrics from ``[..., lags, n]`` log singular values and exact log norms.
+
+    An exactly zero product (``log_sigma_max = -inf``) has condition number and
+    spread reported as 0 (all its singular values are equal), never NaN.
+    """
     n = log_singular_values.shape[-1]
     top, bottom = log_singular_values[..., 0], log_singular_values[..., -1]
-    spread = jnp.where(jnp.isfinite(top), jnp.std(jnp.where(jnp.isfinite(top)[..., None],
-                                                            log_singular_values, 0.0), axis=-1), 0.0)
-    return LagMetrics(top, bottom, log_frobenius - 0.5 * jnp.log(n), top - bottom, spread)
+    nonzero = jnp.isfinite(top)
+    spread = jnp.where(nonzero, jnp.std(jnp.where(nonzero[..., None], log_singular_values, 0.0), axis=-1), 0.0)
+    condition = jnp.where(nonzero, top - jnp.where(nonzero, bottom, 0.0), 0.0)
+    return LagMetrics(top, bottom, log_frobenius - 0.5 * jnp.log(n), condition, spread)
 
 
+@jax.jit
 def fit_rate(lags: jax.Array, profile: jax.Array) -> jax.Array:
     """Least-squares slope of ``profile[..., lags]`` against ``lags`` (lag 0 excluded).
 
     A profile that reaches ``-inf`` (an exactly zero product) has rate ``-inf``.
-    Needs at least two positive lags, else NaN.
+    With a single positive lag k the rate is ``profile / k``, the line through
+    ``P_0 = I`` (whose log singular values are 0); with none it is NaN.
     """
     lags = jnp.asarray(lags, profile.dtype)
     use = lags > 0
@@ -124,10 +133,13 @@ def fit_rate(lags: jax.Array, profile: jax.Array) -> jax.Array:
     mean_p = jnp.sum(finite_profile, axis=-1, keepdims=True) / count
     dk = jnp.where(use, lags - mean_k, 0.0)
     slope = jnp.sum(dk * (finite_profile - mean_p), axis=-1) / jnp.sum(dk**2)
+    through_origin = jnp.sum(finite_profile / jnp.where(use, lags, 1.0), axis=-1)  # one term when count == 1
+    slope = jnp.where(count >= 2, slope, jnp.where(count == 1, through_origin, jnp.nan))
     hit_zero = jnp.any(use & (profile == -jnp.inf), axis=-1)
     return jnp.where(hit_zero, -jnp.inf, slope)
 
 
+@jax.jit
 def memory_horizon(lags: jax.Array, log_sigma_max: jax.Array, threshold: float) -> jax.Array:
     """First lag where ``log_sigma_max`` drops below ``log(threshold)``, interpolated; inf if never."""
     lags = jnp.asarray(lags, log_sigma_max.dtype)
@@ -143,6 +155,7 @@ def memory_horizon(lags: jax.Array, log_sigma_max: jax.Array, threshold: float) 
     return jnp.where(jnp.any(below, axis=-1), crossing, jnp.inf)
 
 
+@functools.partial(jax.jit, static_argnames="thresholds")
 def verdict_code(rate: jax.Array, finite: jax.Array, thresholds: Thresholds) -> jax.Array:
     """Integer verdict (index into :data:`VERDICTS`) from a growth rate."""
     code = jnp.where(rate < thresholds.vanishing, 0, jnp.where(rate > thresholds.exploding, 2, 1))
@@ -154,6 +167,7 @@ def verdict_name(code) -> str:
     return VERDICTS[int(code)]
 
 
+@functools.partial(jax.jit, static_argnames="thresholds")
 def summarize(lags, metrics: LagMetrics, finite: jax.Array, thresholds: Thresholds = Thresholds()) -> Summary:
     """Fitted rates, memory horizon and verdict from per-lag metrics."""
     rate = fit_rate(lags, metrics.log_sigma_max)

@@ -73,6 +73,12 @@ class Spectra:
         codes = np.asarray(self.summary(thresholds).verdict)
         return np.vectorize(metrics.verdict_name)(codes) if codes.ndim else metrics.verdict_name(codes)
 
+    def _repr_html_(self) -> str:
+        """Jupyter display: summary table and profile figure (see :mod:`gradscope.display`)."""
+        from gradscope.display import spectra_html
+
+        return spectra_html(self)
+
 
 def _cast(tree, dtype):
     def cast(leaf):
@@ -88,17 +94,21 @@ def _float_dtype(tree):
 
 
 def spectra_of(step, params, xs, h0, lags: tuple[int, ...], direction: str = "backward",
-               untied: bool = False) -> Spectra:
+               untied: bool = False, chunk: int | None = None) -> Spectra:
     """Unroll and sweep one configuration; pure and traceable (no checks: see :func:`jacobian_spectra`)."""
     flat_step, v0, _ = engine.flatten_step(step, h0)
     states, _ = engine.unroll(flat_step, params, v0, xs, untied)
-    out = engine.sweep(flat_step, params, states, xs, lags, direction, untied)
+    if chunk is None:
+        out = engine.sweep(flat_step, params, states, xs, lags, direction, untied)
+    else:
+        out = engine.sweep_chunked(flat_step, params, states, xs, lags, direction, untied, chunk)
     return Spectra(out.log_singular_values, out.log_frobenius, out.log_floor, out.finite, lags, direction)
 
 
-@functools.partial(jax.jit, static_argnames=("step", "lags", "direction", "untied", "batch_axes"))
-def _spectra_core(step, params, xs, h0, lags, direction, untied, batch_axes):
-    one = functools.partial(spectra_of, step, params, h0=h0, lags=lags, direction=direction, untied=untied)
+@functools.partial(jax.jit, static_argnames=("step", "lags", "direction", "untied", "batch_axes", "chunk"))
+def _spectra_core(step, params, xs, h0, lags, direction, untied, batch_axes, chunk=None):
+    one = functools.partial(spectra_of, step, params, h0=h0, lags=lags, direction=direction, untied=untied,
+                            chunk=chunk)
     for _ in range(batch_axes):
         one = jax.vmap(one)
     return one(xs)
@@ -135,7 +145,7 @@ def _check_untied(params, num_steps: int) -> None:
 
 def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
                      direction: str = "backward", dtype=None, untied: bool = False,
-                     batch_axes: int | None = None) -> Spectra:
+                     batch_axes: int | None = None, chunk: int | None = None) -> Spectra:
     """Singular values of ``dh_T/dh_{T-k}`` for every requested lag k, in one reverse sweep.
 
     The cell is unrolled with ``lax.scan`` from ``h0`` over ``xs``; one sweep then
@@ -157,6 +167,9 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
         dtype: ``"float32"``/``"float64"`` to compute in; default from params and h0.
         untied: per-step parameters (a deep feed-forward stack).
         batch_axes: leading batch axes of ``xs``; inferred for built-in cells, else 0.
+        chunk: if set, store the products of ``chunk`` consecutive kept lags and take their
+            singular values in one batched SVD (memory ``chunk * n^2``); same results as the
+            default one-SVD-per-lag path.
 
     Returns:
         :class:`Spectra` with ``.lags`` and ``.log_singular_values`` ``[..., len(lags), n]``.
@@ -187,7 +200,9 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
     p0 = jax.tree_util.tree_map(lambda p: p[0], params) if untied else params
     _checks.check_state_structure(step, p0, h0, x0)
     kept = select_lags(lags, num_steps, num_log_lags)
-    result = _spectra_core(step, params, xs, h0, kept, direction, bool(untied), batch_axes)
+    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+        raise ValueError(f"chunk must be a positive int (lags per batched SVD) or None, got {chunk!r}")
+    result = _spectra_core(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk)
     _raise_if_overflowed(result)
     return result
 
