@@ -105,48 +105,52 @@ def relative_resolution(n: int, dtype) -> float:
     return float(n * np.finfo(dtype).eps)
 
 
+def _lag_gaps(lags: tuple[int, ...]) -> np.ndarray:
+    """Steps between consecutive kept lags (the first counted from lag 0)."""
+    return np.diff(np.concatenate([[0], np.asarray(lags, dtype=np.int32)])).astype(np.int32)
+
+
+def _block_output(rows, log_scale, columns, log_rel):
+    """Clamped log singular values, exact log Frobenius norm and floor of the kept block of ``Q``."""
+    block = rows if columns is None else rows[:, columns]
+    log_sv, floor = log_spectrum(jnp.linalg.svd(block, compute_uv=False), log_scale, log_rel)
+    return log_sv, log_scale + jnp.log(jnp.linalg.norm(block)), floor
+
+
+def _resolution_for(states, start_rows, columns) -> float:
+    n = states.shape[1]
+    shape = (n if start_rows is None else len(start_rows), n if columns is None else len(columns))
+    return float(np.log(relative_resolution(max(shape), states.dtype)))
+
+
 def sweep(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...],
-          direction: str = "backward", untied: bool = False) -> SweepOutput:
+          direction: str = "backward", untied: bool = False,
+          start_rows: np.ndarray | None = None, columns: np.ndarray | None = None) -> SweepOutput:
     """Form the products for every lag in ``lags`` (sorted ints in [0, T]) in one sweep.
 
     The sweep walks k = 1..max(lags); between kept lags it only multiplies and
     renormalises, at a kept lag it also takes the singular values.
-    """
-    num_steps, n = states.shape
-    dtype = states.dtype
-    kept = np.asarray(lags, dtype=np.int32)
-    gaps = np.diff(np.concatenate([[0], kept])).astype(np.int32)
-    log_rel = float(np.log(relative_resolution(n, dtype)))
 
-    def advance(k, carry):
-        rows, log_scale, finite = carry
-        i = num_steps - k if direction == "backward" else k - 1
-        x = jax.tree_util.tree_map(lambda a: a[i], xs)
-        rows = _apply_step_jacobian(flat_step, _params_at(params, i, untied), states[i], x, rows, direction)
-        rows, log_scale = _renormalise(rows, log_scale)
-        return rows, log_scale, finite & jnp.all(jnp.isfinite(rows))
+    ``start_rows`` and ``columns`` (flat state indices) restrict the analysis to a
+    block of the product: the carried matrix starts as those rows of the identity
+    (so only they are propagated), and only ``columns`` enter the SVD. Backward,
+    rows index ``h_T`` and columns ``h_{T-k}``; forward (which carries ``F_k^T``),
+    rows index ``h_0`` and columns ``h_k``.
+    """
+    advance = product_stepper(flat_step, params, states, xs, direction, untied)
+    log_rel = _resolution_for(states, start_rows, columns)
 
     def segment(carry, gap):
         rows, log_scale, finite, k = carry
-        rows, log_scale, finite = jax.lax.fori_loop(
-            k + 1, k + gap + 1, advance, (rows, log_scale, finite))
-        sv = jnp.linalg.svd(rows, compute_uv=False)
-        log_sv = log_scale + jnp.log(sv)
-        floor = log_sv[0] + log_rel
-        out = (jnp.maximum(log_sv, floor), log_scale, floor)
-        return (rows, log_scale, finite, k + gap), out
+        rows, log_scale, finite = jax.lax.fori_loop(k + 1, k + gap + 1, advance, (rows, log_scale, finite))
+        log_sv, log_fro, floor = _block_output(rows, log_scale, columns, log_rel)
+        return (rows, log_scale, finite, k + gap), (log_sv, log_fro, floor)
 
-    eye = jnp.eye(n, dtype=dtype)
-    init = (eye / jnp.sqrt(n).astype(dtype), 0.5 * jnp.log(jnp.asarray(n, dtype)),
-            jnp.all(jnp.isfinite(states)), jnp.int32(0))
-    (_, _, finite, _), (log_sv, log_fro, floor) = jax.lax.scan(segment, init, gaps)
+    rows, log_scale = initial_product(states.shape[1], states.dtype, start_rows)
+    init = (rows, log_scale, jnp.all(jnp.isfinite(states)), jnp.int32(0))
+    (_, _, finite, _), (log_sv, log_fro, floor) = jax.lax.scan(segment, init, _lag_gaps(lags))
     return SweepOutput(log_sv, log_fro, floor, finite & jnp.all(~jnp.isnan(log_sv)))
 
-
-# ---------------------------------------------------------------------------------------------
-# Building blocks shared by the chunked sweep and gradscope.profile (additive: ``sweep`` above
-# keeps its own inline copy of the same step, so its results are untouched).
-# ---------------------------------------------------------------------------------------------
 
 def product_stepper(flat_step: FlatStep, params, states, xs, direction: str = "backward",
                     untied: bool = False) -> Callable:
@@ -156,7 +160,7 @@ def product_stepper(flat_step: FlatStep, params, states, xs, direction: str = "b
     ``advance`` multiplies in the step Jacobian of lag k (``Q J_{T-k+1}`` backward,
     ``Q J_k^T`` forward), renormalises, and tracks whether everything stayed finite.
     ``rows`` may have any number of rows (n for the full product, a block for top-k).
-    It is the body :func:`sweep` runs, for use in ``lax.fori_loop``.
+    It is the body every sweep runs, for use in ``lax.fori_loop``.
     """
     num_steps = states.shape[0]
 
@@ -171,9 +175,15 @@ def product_stepper(flat_step: FlatStep, params, states, xs, direction: str = "b
     return advance
 
 
-def initial_product(n: int, dtype) -> tuple[jax.Array, jax.Array]:
-    """``(Q_0, s_0)`` for the lag-0 product ``P_0 = I = exp(s_0) Q_0`` with ``||Q_0||_F = 1``."""
-    return jnp.eye(n, dtype=dtype) / jnp.sqrt(n).astype(dtype), 0.5 * jnp.log(jnp.asarray(n, dtype))
+def initial_product(n: int, dtype, start_rows: np.ndarray | None = None) -> tuple[jax.Array, jax.Array]:
+    """``(Q_0, s_0)`` for the lag-0 product ``P_0 = I = exp(s_0) Q_0`` with ``||Q_0||_F = 1``.
+
+    With ``start_rows``, only those rows of the identity (a block of ``P_0``).
+    """
+    eye = jnp.eye(n, dtype=dtype)
+    rows = eye if start_rows is None else eye[np.asarray(start_rows)]
+    m = rows.shape[0]
+    return rows / jnp.sqrt(m).astype(dtype), 0.5 * jnp.log(jnp.asarray(m, dtype))
 
 
 def log_spectrum(singular_values: jax.Array, log_scale: jax.Array, log_rel: float):
@@ -188,7 +198,8 @@ def log_spectrum(singular_values: jax.Array, log_scale: jax.Array, log_rel: floa
 
 
 def sweep_chunked(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...],
-                  direction: str = "backward", untied: bool = False, chunk: int = 32) -> SweepOutput:
+                  direction: str = "backward", untied: bool = False, chunk: int = 32,
+                  start_rows: np.ndarray | None = None, columns: np.ndarray | None = None) -> SweepOutput:
     """Like :func:`sweep`, but with one batched SVD per ``chunk`` consecutive kept lags.
 
     The products ``Q_k`` of ``chunk`` kept lags are stored (``chunk * n^2`` floats)
@@ -196,13 +207,12 @@ def sweep_chunked(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...]
     are kept and a batched SVD is cheaper than many small calls (accelerators).
     The results equal :func:`sweep`'s (same products, same SVD routine).
     """
-    num_steps, n = states.shape
-    kept = np.asarray(lags, dtype=np.int32)
-    gaps = np.diff(np.concatenate([[0], kept])).astype(np.int32)
+    gaps = _lag_gaps(lags)
     num_chunks = -(-len(gaps) // chunk)
     gaps = np.concatenate([gaps, np.zeros(num_chunks * chunk - len(gaps), np.int32)]).reshape(num_chunks, chunk)
     advance = product_stepper(flat_step, params, states, xs, direction, untied)
-    log_rel = float(np.log(relative_resolution(n, states.dtype)))
+    log_rel = _resolution_for(states, start_rows, columns)
+    batched_output = jax.vmap(lambda rows, scale: _block_output(rows, scale, columns, log_rel))
 
     def segment(carry, gap):
         rows, log_scale, finite, k = carry
@@ -211,12 +221,11 @@ def sweep_chunked(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...]
 
     def one_chunk(carry, chunk_gaps):
         carry, (products, log_scales) = jax.lax.scan(segment, carry, chunk_gaps)
-        sv = jnp.linalg.svd(products, compute_uv=False)
-        return carry, (*log_spectrum(sv, log_scales, log_rel), log_scales)
+        return carry, batched_output(products, log_scales)
 
-    rows, log_scale = initial_product(n, states.dtype)
+    rows, log_scale = initial_product(states.shape[1], states.dtype, start_rows)
     init = (rows, log_scale, jnp.all(jnp.isfinite(states)), jnp.int32(0))
-    (_, _, finite, _), (log_sv, floor, log_fro) = jax.lax.scan(one_chunk, init, gaps)
-    flat = lambda a: a.reshape(num_chunks * chunk, *a.shape[2:])[: len(kept)]  # noqa: E731
-    log_sv, floor, log_fro = flat(log_sv), flat(floor), flat(log_fro)
+    (_, _, finite, _), (log_sv, log_fro, floor) = jax.lax.scan(one_chunk, init, gaps)
+    flat = lambda a: a.reshape(num_chunks * chunk, *a.shape[2:])[: len(lags)]  # noqa: E731
+    log_sv, log_fro, floor = flat(log_sv), flat(log_fro), flat(floor)
     return SweepOutput(log_sv, log_fro, floor, finite & jnp.all(~jnp.isnan(log_sv)))

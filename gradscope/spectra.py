@@ -8,11 +8,12 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from gradscope import _checks, engine, metrics
 from gradscope.lags import select_lags
 
-__all__ = ["Spectra", "forward_spectra", "jacobian_spectra", "spectra_of"]
+__all__ = ["Spectra", "block_indices", "forward_spectra", "jacobian_spectra", "spectra_of"]
 
 
 @functools.partial(
@@ -94,21 +95,53 @@ def _float_dtype(tree):
 
 
 def spectra_of(step, params, xs, h0, lags: tuple[int, ...], direction: str = "backward",
-               untied: bool = False, chunk: int | None = None) -> Spectra:
-    """Unroll and sweep one configuration; pure and traceable (no checks: see :func:`jacobian_spectra`)."""
+               untied: bool = False, chunk: int | None = None, block: tuple | None = None) -> Spectra:
+    """Unroll and sweep one configuration; pure and traceable (no checks: see :func:`jacobian_spectra`).
+
+    ``block`` is ``None`` (the full product) or ``(output_indices, input_indices)``,
+    two tuples of flat state indices (see :func:`block_indices`).
+    """
     flat_step, v0, _ = engine.flatten_step(step, h0)
     states, _ = engine.unroll(flat_step, params, v0, xs, untied)
+    rows, columns = _carried_block(block, direction)
     if chunk is None:
-        out = engine.sweep(flat_step, params, states, xs, lags, direction, untied)
+        out = engine.sweep(flat_step, params, states, xs, lags, direction, untied, rows, columns)
     else:
-        out = engine.sweep_chunked(flat_step, params, states, xs, lags, direction, untied, chunk)
+        out = engine.sweep_chunked(flat_step, params, states, xs, lags, direction, untied, chunk, rows, columns)
     return Spectra(out.log_singular_values, out.log_frobenius, out.log_floor, out.finite, lags, direction)
 
 
-@functools.partial(jax.jit, static_argnames=("step", "lags", "direction", "untied", "batch_axes", "chunk"))
-def _spectra_core(step, params, xs, h0, lags, direction, untied, batch_axes, chunk=None):
+def _carried_block(block, direction):
+    """Rows to propagate and columns to keep: backward carries P (rows = outputs), forward F^T."""
+    if block is None:
+        return None, None
+    outputs, inputs = (np.asarray(b, dtype=np.int32) for b in block)
+    return (outputs, inputs) if direction == "backward" else (inputs, outputs)
+
+
+def block_indices(h0, select) -> tuple[int, ...]:
+    """Flat indices of the part of a state pytree that ``select(state)`` returns.
+
+    >>> block_indices(LSTMState(h, c), lambda s: s.c)   # the cell-state half
+    """
+    flat, unravel = ravel_pytree(h0)
+    positions = unravel(jnp.arange(flat.size, dtype=jnp.float32))
+    try:
+        picked = select(positions)
+    except Exception as err:  # noqa: BLE001 - re-raised with the context a user needs
+        raise ValueError(f"block selector failed on the state {jax.tree_util.tree_structure(h0)}: "
+                         f"{type(err).__name__}: {err}; pass a function state -> part of the state") from err
+    indices = tuple(int(i) for i in np.asarray(ravel_pytree(picked)[0]))
+    if not indices:
+        raise ValueError("the block selector picked an empty part of the state")
+    return indices
+
+
+@functools.partial(jax.jit, static_argnames=("step", "lags", "direction", "untied", "batch_axes", "chunk",
+                                             "block"))
+def _spectra_core(step, params, xs, h0, lags, direction, untied, batch_axes, chunk=None, block=None):
     one = functools.partial(spectra_of, step, params, h0=h0, lags=lags, direction=direction, untied=untied,
-                            chunk=chunk)
+                            chunk=chunk, block=block)
     for _ in range(batch_axes):
         one = jax.vmap(one)
     return one(xs)
@@ -145,7 +178,7 @@ def _check_untied(params, num_steps: int) -> None:
 
 def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
                      direction: str = "backward", dtype=None, untied: bool = False,
-                     batch_axes: int | None = None, chunk: int | None = None) -> Spectra:
+                     batch_axes: int | None = None, chunk: int | None = None, block=None) -> Spectra:
     """Singular values of ``dh_T/dh_{T-k}`` for every requested lag k, in one reverse sweep.
 
     The cell is unrolled with ``lax.scan`` from ``h0`` over ``xs``; one sweep then
@@ -170,6 +203,10 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
         chunk: if set, store the products of ``chunk`` consecutive kept lags and take their
             singular values in one batched SVD (memory ``chunk * n^2``); same results as the
             default one-SVD-per-lag path.
+        block: ``None`` for the full state (the default: the gradient travels through
+            all of it), or ``(select_output, select_input)``, two functions of the state
+            pytree, for a block of the product. ``(lambda s: s.c, lambda s: s.c)`` on an
+            LSTM gives the cell path ``dc_T/dc_{T-k}`` (all routes through h included).
 
     Returns:
         :class:`Spectra` with ``.lags`` and ``.log_singular_values`` ``[..., len(lags), n]``.
@@ -202,7 +239,8 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
     kept = select_lags(lags, num_steps, num_log_lags)
     if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
         raise ValueError(f"chunk must be a positive int (lags per batched SVD) or None, got {chunk!r}")
-    result = _spectra_core(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk)
+    block = None if block is None else tuple(block_indices(h0, select) for select in block)
+    result = _spectra_core(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block)
     _raise_if_overflowed(result)
     return result
 
