@@ -260,7 +260,11 @@ def plot_forward_profile(spectra, *, metrics: Sequence[str] = ("log_sigma_max", 
         spectra: a forward :class:`~gradscope.Spectra` (from
             :func:`gradscope.forward_spectra`; batch entries give the band) or a
             mapping ``label -> forward Spectra`` (one colour each).
-        metrics, band, xscale, ax, title: as in :func:`plot_lag_profile`.
+        metrics: as in :func:`plot_lag_profile`.
+        band: as in :func:`plot_lag_profile`.
+        xscale: as in :func:`plot_lag_profile`.
+        ax: as in :func:`plot_lag_profile`.
+        title: as in :func:`plot_lag_profile`.
 
     Returns:
         The matplotlib Figure.
@@ -328,7 +332,9 @@ def plot_spectrum_heatmap(result, *, init: str | None = None, seed=None, cmap: s
             the batch index when it is batched).
         init: initializer label, for a Comparison.
         seed: seed value (Comparison) or batch index (batched Spectra).
-        cmap, vmin, vmax: colour map and its limits (nats).
+        cmap: matplotlib colour map name.
+        vmin: lower colour limit (nats); default from the data.
+        vmax: upper colour limit (nats); default from the data.
         ax: axes to draw on; default a new column-width figure.
         title: figure title; default names the product and configuration.
 
