@@ -3,9 +3,9 @@
 The package namespace only re-exports; see the modules for the pieces.
 """
 
-from gradscope import cells, engine, initializers, metrics
+from gradscope import adapters, cells, clipping, engine, initializers, metrics, training
 from gradscope._checks import NumericalOverflowError
-from gradscope.cells import GRU, LSTM, VanillaRNN
+from gradscope.cells import GRU, LSTM, LayerNormLSTM, VanillaRNN, from_equinox, from_flax
 from gradscope.compare import Comparison, compare
 from gradscope.lags import select_lags
 from gradscope.metrics import Thresholds
@@ -17,16 +17,22 @@ __all__ = [
     "GRU",
     "Comparison",
     "LSTM",
+    "LayerNormLSTM",
     "NumericalOverflowError",
     "Spectra",
     "Thresholds",
     "VanillaRNN",
+    "adapters",
     "cells",
+    "clipping",
     "compare",
     "engine",
     "forward_spectra",
+    "from_equinox",
+    "from_flax",
     "initializers",
     "jacobian_spectra",
     "metrics",
     "select_lags",
+    "training",
 ]

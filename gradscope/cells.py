@@ -30,9 +30,12 @@ __all__ = [
     "LSTM",
     "LSTMParams",
     "LSTMState",
+    "LayerNormLSTM",
+    "LayerNormLSTMParams",
     "VanillaParams",
     "VanillaRNN",
     "get_activation",
+    "layer_norm",
 ]
 
 Activation = Union[str, Callable[[jax.Array], jax.Array]]
@@ -202,6 +205,101 @@ class LSTM:
         return LSTMState(zeros, zeros)
 
 
+class LayerNormLSTMParams(NamedTuple):
+    """Parameters of :class:`LayerNormLSTM`; gates stacked on the last axis in the order i, f, g, o.
+
+    Attributes:
+        recurrent_kernel: shape ``(hidden, 4 * hidden)``.
+        input_kernel: shape ``(input, 4 * hidden)``.
+        gate_gain: layer-norm gain of each gate's pre-activation, shape ``(4 * hidden,)`` (init 1).
+        gate_bias: layer-norm bias of each gate, shape ``(4 * hidden,)``; it is the gate bias
+            (``bias_init`` plus ``forget_bias`` on the forget block).
+        cell_gain: layer-norm gain of the cell state, shape ``(hidden,)`` (init 1).
+        cell_bias: layer-norm bias of the cell state, shape ``(hidden,)`` (init 0).
+    """
+
+    recurrent_kernel: jax.Array
+    input_kernel: jax.Array
+    gate_gain: jax.Array
+    gate_bias: jax.Array
+    cell_gain: jax.Array
+    cell_bias: jax.Array
+
+
+def layer_norm(a: jax.Array, gain: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
+    r"""Layer normalization over the last axis: :math:`g \odot (a - \mu) / \sqrt{\sigma^2 + \epsilon} + b`."""
+    mean = jnp.mean(a, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(a - mean), axis=-1, keepdims=True)
+    return gain * (a - mean) * jax.lax.rsqrt(var + epsilon) + bias
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerNormLSTM:
+    r"""LSTM with layer normalization (Ba, Kiros & Hinton 2016).
+
+    .. math::
+        z = h_{t-1} W_{hh} + x_t W_{xh}, \quad
+        [i, f, g, o]_j = \mathrm{LN}(z_j;\, \gamma_j, \beta_j) \text{ for each gate block } j \\
+        c_t = \sigma(f) \odot c_{t-1} + \sigma(i) \odot \tanh(g) \\
+        h_t = \sigma(o) \odot \tanh(\mathrm{LN}(c_t;\, \gamma_c, \beta_c))
+
+    with :math:`\mathrm{LN}(a; \gamma, \beta) = \gamma \odot (a - \mu_a)/\sqrt{\sigma_a^2 + \epsilon} + \beta`
+    over the ``hidden`` units of one block. Each gate's summed pre-activation is
+    normalized on its own (as TensorFlow's ``LayerNormBasicLSTMCell`` does), so the
+    recurrent and input terms share one normalization; normalizing ``x_t W_{xh}``
+    separately would erase the input's magnitude for a scalar input. As in Ba et al.
+    the carried cell state ``c_t`` is *not* normalized; only its read-out is. The
+    learnable gains start at 1 and the LN biases play the role of the gate biases.
+
+    Layer normalization divides by the spread of the pre-activation, so a state and
+    input that make a gate's pre-activation constant across units (for example
+    ``h = 0`` with zero inputs) give a step Jacobian of order ``1/sqrt(epsilon)``.
+
+    The state is :class:`LSTMState` ``(h, c)``; the Jacobian is taken over both.
+
+    Attributes:
+        hidden_size: number of units per gate.
+        input_size: size of each input ``x_t``.
+        forget_bias: added to the forget-gate bias at init.
+        epsilon: the variance floor inside the normalization.
+    """
+
+    hidden_size: int
+    input_size: int = 1
+    forget_bias: float = 0.0
+    epsilon: float = 1e-5
+
+    def __post_init__(self):
+        _check_sizes(self)
+        if not self.epsilon > 0:
+            raise ValueError(f"LayerNormLSTM.epsilon must be > 0, got {self.epsilon!r}")
+
+    def init(self, key, recurrent_init="orthogonal", input_init="lecun_normal", bias_init="zeros",
+             dtype=jnp.float32) -> LayerNormLSTMParams:
+        """Draw the kernels per gate block (as :class:`LSTM`); gains 1, cell bias 0."""
+        base = LSTM(self.hidden_size, self.input_size, self.forget_bias).init(
+            key, recurrent_init, input_init, bias_init, dtype)
+        n = self.hidden_size
+        return LayerNormLSTMParams(base.recurrent_kernel, base.input_kernel, jnp.ones((4 * n,), dtype), base.bias,
+                                   jnp.ones((n,), dtype), jnp.zeros((n,), dtype))
+
+    def step(self, params: LayerNormLSTMParams, state: LSTMState, x: jax.Array) -> LSTMState:
+        """One step of the recurrence."""
+        n = self.hidden_size
+        z = state.h @ params.recurrent_kernel + x @ params.input_kernel
+        blocks = z.reshape(z.shape[:-1] + (4, n))
+        shape = (4, n)
+        gates = layer_norm(blocks, params.gate_gain.reshape(shape), params.gate_bias.reshape(shape), self.epsilon)
+        i, f, g, o = (gates[..., j, :] for j in range(4))
+        c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        c_hat = layer_norm(c, params.cell_gain, params.cell_bias, self.epsilon)
+        return LSTMState(jax.nn.sigmoid(o) * jnp.tanh(c_hat), c)
+
+    def initial_state(self, dtype=jnp.float32) -> LSTMState:
+        """Zero ``(h, c)``."""
+        zeros = jnp.zeros((self.hidden_size,), dtype)
+        return LSTMState(zeros, zeros)
+
 class GRUParams(NamedTuple):
     """Parameters of :class:`GRU`; gates stacked on the last axis in the order r, z, n.
 
@@ -286,3 +384,6 @@ def _init_bias(spec, key, shape, dtype):
     except ValueError:  # a matrix-only initializer (identity) asked for a vector
         raise ValueError(f"bias initializer {spec!r} cannot make a vector of shape {shape}; "
                          "use zeros, constant, normal or uniform") from None
+
+
+from gradscope.adapters import from_equinox, from_flax  # noqa: E402  (re-exported: gradscope.cells.from_flax)

@@ -15,6 +15,14 @@ from gradscope.plotting.spectra import (
     plot_spectrum_heatmap,
     plot_summary,
 )
+from gradscope.plotting.training import (
+    plot_grad_norm_distribution,
+    plot_hidden_gradients,
+    plot_horizon_during_training,
+    plot_horizon_prediction,
+    plot_outcome_grid,
+    plot_training_curves,
+)
 from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, PALETTE, color, new_axes, save_figure, style
 
 __all__ = [
@@ -29,6 +37,12 @@ __all__ = [
     "lag_profile_table",
     "new_axes",
     "plot_forward_profile",
+    "plot_grad_norm_distribution",
+    "plot_hidden_gradients",
+    "plot_horizon_during_training",
+    "plot_horizon_prediction",
+    "plot_outcome_grid",
+    "plot_training_curves",
     "plot_lag_profile",
     "plot_singular_value_density",
     "plot_spectrum_heatmap",
