@@ -1,0 +1,249 @@
+r"""Lyapunov spectrum of the forward dynamics by the QR (Benettin) method.
+
+The forward product :math:`F_t = J_t \cdots J_1` (:math:`J_t = \partial h_t/\partial h_{t-1}`)
+grows like :math:`e^{\lambda_i t}` along its i-th Oseledets direction. The QR method
+(Benettin et al. 1980) carries an orthonormal frame :math:`Q` of k tangent vectors:
+
+.. math::
+    J_t Q_{t-1} = Q_t R_t, \qquad
+    \lambda_i \approx \frac{1}{T - T_0} \sum_{t > T_0} \log |(R_t)_{ii}|,
+
+where the first :math:`T_0` steps (the *transient*) let the frame align with the
+Oseledets directions and the state settle on its attractor. The tangent vectors are
+pushed forward as Jacobian-vector products (``jax.linearize`` + ``vmap``, as the
+engine's forward sweep does); between re-orthonormalisations (every ``interval``
+steps) each vector is only rescaled to unit norm, its log norm accumulated, so
+nothing overflows. Over the accumulated steps, :math:`\sum_i \lambda_i` times the step
+count equals :math:`\log|\det|` of the product on the frame exactly; for a full frame
+this is :math:`\sum_i \log \sigma_i(F)`, the cross-check with
+:func:`gradscope.forward_spectra`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradscope import _checks, engine
+from gradscope import spectra as _spectra
+
+__all__ = ["LyapunovSpectrum", "lyapunov_of", "lyapunov_spectrum", "qr_schedule"]
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["exponents", "history", "finite"],
+    meta_fields=["checkpoint_steps", "transient", "interval"],
+)
+@dataclasses.dataclass(frozen=True)
+class LyapunovSpectrum:
+    """Lyapunov exponents of the forward dynamics and how their estimates converged (a pytree).
+
+    Attributes:
+        exponents: ``[..., k]`` exponents in nats per step, in QR order (asymptotically
+            descending; finite-T estimates of nearly equal exponents may swap).
+        history: ``[..., checkpoints, k]`` running estimates at every
+            re-orthonormalisation after the transient.
+        finite: ``[...]`` False where the states or tangent vectors became inf/NaN.
+        checkpoint_steps: steps accumulated (after the transient) at each checkpoint.
+        transient: steps discarded before accumulating.
+        interval: steps between re-orthonormalisations.
+    """
+
+    exponents: jax.Array
+    history: jax.Array
+    finite: jax.Array
+    checkpoint_steps: tuple
+    transient: int
+    interval: int
+
+    @property
+    def steps(self) -> np.ndarray:
+        """:attr:`checkpoint_steps` as an int array (the x axis of :attr:`history`)."""
+        return np.asarray(self.checkpoint_steps, dtype=np.int64)
+
+    @property
+    def num_exponents(self) -> int:
+        """k, the number of exponents computed."""
+        return int(self.exponents.shape[-1])
+
+
+def qr_schedule(num_steps: int, transient: int, interval: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which steps end with a QR, and which of those are checkpoints (after the transient).
+
+    A QR happens every ``interval`` steps, at the end of the transient and at the last
+    step. Returns boolean arrays ``(qr, accumulate)`` of length ``num_steps``.
+    """
+    index = np.arange(1, num_steps + 1)
+    qr = (index % interval == 0) | (index == transient) | (index == num_steps)
+    return qr, qr & (index > transient)
+
+
+def _frame(seed: int, num_exponents: int, n: int, dtype) -> jax.Array:
+    """k orthonormal rows: a Haar-random k-frame (QR of a Gaussian with the sign fix), drawn on the host."""
+    gauss = np.random.default_rng(seed).standard_normal((n, num_exponents))
+    q, r = np.linalg.qr(gauss)
+    return jnp.asarray((q * np.sign(np.diagonal(r))).T, dtype)
+
+
+def _normalise_rows(rows):
+    norms = jnp.linalg.norm(rows, axis=-1)
+    safe = jnp.where(norms > 0, norms, 1.0)
+    return rows / safe[:, None], jnp.log(norms)
+
+
+def _orthonormalise(rows, row_logs):
+    """QR of the frame; returns new rows and each vector's log growth since the last QR."""
+    q, r = jnp.linalg.qr(rows.T)
+    return q.T, jnp.log(jnp.abs(jnp.diagonal(r))) + row_logs
+
+
+def lyapunov_of(step, params, xs, h0, frame, qr, accumulate, untied: bool = False) -> tuple:
+    """Pure, traceable core of :func:`lyapunov_spectrum` (no checks; vmap it freely).
+
+    Args:
+        step: ``step(params, h, x) -> h_next``.
+        params, xs, h0: as for :func:`lyapunov_spectrum` (already validated and cast).
+        frame: ``[k, n]`` orthonormal rows, the initial tangent vectors.
+        qr, accumulate: boolean step schedules from :func:`qr_schedule`.
+        untied: per-step parameters.
+
+    Returns:
+        ``(totals, finite)``: ``totals[t]`` ``[T, k]`` is the summed log growth of each
+        vector up to step t+1 (counting only accumulated QRs); ``finite`` a scalar bool.
+    """
+    flat_step, v0, _ = engine.flatten_step(step, h0)
+    states, _ = engine.unroll(flat_step, params, v0, xs, untied)
+    per_step = params if untied else ()  # tied parameters are closed over, not scanned
+
+    def body(carry, inputs):
+        rows, row_logs, total, finite = carry
+        state, x, p, do_qr, keep = inputs
+        p = p if untied else params
+        rows = engine._apply_step_jacobian(flat_step, p, state, x, rows, "forward")
+        rows, logs = _normalise_rows(rows)
+        rows, growth = jax.lax.cond(do_qr, _orthonormalise, lambda r, g: (r, g), rows, row_logs + logs)
+        total = total + jnp.where(do_qr & keep, growth, 0.0)
+        row_logs = jnp.where(do_qr, 0.0, growth)
+        finite = finite & jnp.all(jnp.isfinite(rows))
+        return (rows, row_logs, total, finite), total
+
+    k = frame.shape[0]
+    zeros = jnp.zeros((k,), states.dtype)
+    init = (frame.astype(states.dtype), zeros, zeros, jnp.all(jnp.isfinite(states)))
+    inputs = (states, xs, per_step, jnp.asarray(qr), jnp.asarray(accumulate))
+    (_, _, _, finite), totals = jax.lax.scan(body, init, inputs)
+    return totals, finite
+
+
+@functools.partial(jax.jit, static_argnames=("step", "untied", "batch_axes"))
+def _lyapunov_core(step, params, xs, h0, frame, qr, accumulate, untied, batch_axes):
+    one = functools.partial(lyapunov_of, step, params, h0=h0, frame=frame, qr=qr, accumulate=accumulate,
+                            untied=untied)
+    for _ in range(batch_axes):
+        one = jax.vmap(one)
+    return one(xs)
+
+
+def _check_schedule(num_steps: int, transient: int, interval: int) -> None:
+    for name, value in (("transient", transient), ("interval", interval)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
+    if interval < 1:
+        raise ValueError(f"interval (steps between re-orthonormalisations) must be >= 1, got {interval}")
+    if not 0 <= transient < num_steps:
+        raise ValueError(f"transient must lie in [0, T) = [0, {num_steps}) for xs with T = {num_steps} steps, "
+                         f"got {transient}; lengthen xs or shorten the transient")
+
+
+def _num_exponents(num_exponents, n: int) -> int:
+    k = n if num_exponents is None else num_exponents
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= n:
+        raise ValueError(f"num_exponents must be an int in [1, n] = [1, {n}] (n = state size), got {num_exponents!r}")
+    return int(k)
+
+
+def _prepare(cell_or_step, params, xs, h0, dtype, untied):
+    """Validate and cast like :func:`gradscope.jacobian_spectra`; return what the core needs."""
+    step, default_h0, input_size = _checks.resolve_step(cell_or_step)
+    if h0 is None:
+        if default_h0 is None:
+            raise ValueError("a plain step function needs h0 (the initial state pytree); pass h0=...")
+        h0 = default_h0()
+    batch_axes = _spectra._check_cell_inputs(xs, input_size) if input_size is not None else 0
+    num_steps = _spectra._num_steps(xs, batch_axes)
+    if untied:
+        _spectra._check_untied(params, num_steps)
+    dtype = _checks.check_dtype(dtype) or _spectra._float_dtype((params, h0))
+    params, xs, h0 = (_spectra._cast(tree, dtype) for tree in (params, xs, h0))
+    for name, tree in (("params", params), ("xs", xs), ("h0", h0)):
+        _checks.check_finite(name, tree)
+    x0 = jax.tree_util.tree_map(lambda a: a[(0,) * (batch_axes + 1)], xs)
+    p0 = jax.tree_util.tree_map(lambda p: p[0], params) if untied else params
+    _checks.check_state_structure(step, p0, h0, x0)
+    return step, params, xs, h0, dtype, batch_axes, num_steps
+
+
+def lyapunov_spectrum(cell_or_step, params, xs, h0=None, *, num_exponents: int | None = None,
+                      transient: int = 0, interval: int = 1, dtype=None, untied: bool = False,
+                      frame_seed: int = 0) -> LyapunovSpectrum:
+    """Lyapunov exponents of the forward dynamics ``h_t = f(h_{t-1}, x_t)`` by the QR method.
+
+    The cell is unrolled over ``xs`` from ``h0``; k tangent vectors are pushed through
+    every step Jacobian as JVPs and re-orthonormalised by QR every ``interval`` steps.
+    The exponents average the log growth over the steps after ``transient``.
+
+    Args:
+        cell_or_step: a built-in cell or a plain ``step(params, h, x) -> h_next``.
+        params: its parameters; with ``untied=True`` every leaf has a leading time axis.
+        xs: inputs with a leading time axis (``(..., T, input_size)`` for built-in cells,
+            extra leading axes batch the computation).
+        h0: initial state (defaults to the cell's zero state).
+        num_exponents: k, how many of the largest exponents (default all n).
+        transient: steps to discard before accumulating (burn-in).
+        interval: steps between QR re-orthonormalisations. 1 is the most accurate;
+            larger values save QRs but lose the small exponents once
+            ``exp((lambda_1 - lambda_k) * interval)`` exceeds the dtype's range.
+        dtype: ``"float32"`` or ``"float64"`` (the latter needs x64 mode).
+        untied: per-step parameters (a deep feed-forward stack).
+        frame_seed: seed of the random orthonormal initial k-frame (a NumPy generator).
+
+    Returns:
+        :class:`LyapunovSpectrum` with ``exponents [..., k]`` and the convergence
+        ``history [..., checkpoints, k]`` at ``steps``.
+
+    Raises:
+        ValueError / TypeError: malformed inputs or options.
+        gradscope.NumericalOverflowError: the states or tangent vectors became inf/NaN.
+    """
+    step, params, xs, h0, dtype, batch_axes, num_steps = _prepare(cell_or_step, params, xs, h0, dtype, untied)
+    _check_schedule(num_steps, transient, interval)
+    n = int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(h0)))
+    k = _num_exponents(num_exponents, n)
+    frame = _frame(frame_seed, k, n, dtype)
+    qr, accumulate = qr_schedule(num_steps, transient, interval)
+    totals, finite = _lyapunov_core(step, params, xs, h0, frame, qr, accumulate, bool(untied), batch_axes)
+    result = _assemble(totals, finite, qr, accumulate, transient, interval)
+    _raise_if_diverged(result)
+    return result
+
+
+def _assemble(totals, finite, qr, accumulate, transient: int, interval: int) -> LyapunovSpectrum:
+    checkpoints = np.flatnonzero(accumulate)
+    counts = (checkpoints + 1 - transient).astype(np.float64)
+    history = totals[..., checkpoints, :] / jnp.asarray(counts, totals.dtype)[:, None]
+    return LyapunovSpectrum(history[..., -1, :], history, finite,
+                            tuple(int(c) for c in counts), int(transient), int(interval))
+
+
+def _raise_if_diverged(result: LyapunovSpectrum) -> None:
+    finite = np.asarray(result.finite)
+    if not finite.all():
+        where = "" if finite.ndim == 0 else f" at batch indices {np.argwhere(~finite).tolist()[:5]}"
+        raise _checks.NumericalOverflowError(
+            f"the unrolled states or tangent vectors became inf/NaN{where}: the forward dynamics diverge. "
+            "Lower the recurrent gain, shorten xs, or use dtype='float64'")

@@ -1,0 +1,160 @@
+"""Mean-field theory, exact linear results and the Pascanu bound against independent derivations.
+
+Tolerances: mean-field quantities are float32 by default; quadrature and fixed-point
+solves are accurate to ~1e-6, so 1e-4 absolute leaves a wide margin while still
+catching a wrong integral (Gauss-Hermite through the relu kink is off by 6e-2).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.special
+
+import gradscope as gs
+from gradscope import theory
+
+
+def _gauss(f, q):
+    """E[f(sqrt(q) z)] by adaptive quadrature (scipy), split at 0."""
+    s = math.sqrt(q)
+    g = lambda z: f(s * z) * math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)  # noqa: E731
+    return scipy.integrate.quad(g, -12, 0, limit=200)[0] + scipy.integrate.quad(g, 0, 12, limit=200)[0]
+
+
+def _tanh_reference(sigma_w, sigma_b, sigma_x):
+    """q* by plain fixed-point iteration from q = sigma_w^2 + c, chi1 = sigma_w^2 E[tanh'^2]."""
+    c = sigma_b**2 + sigma_x**2
+    q = sigma_w**2 + c
+    for _ in range(400):
+        q = sigma_w**2 * _gauss(lambda u: math.tanh(u) ** 2, q) + c
+    return q, sigma_w**2 * _gauss(lambda u: (1 - math.tanh(u) ** 2) ** 2, q)
+
+
+def test_relu_and_linear_closed_forms():
+    sw = np.array([0.5, 1.0, 1.3, 2.0])
+    relu = theory.mean_field("relu", sw, sigma_b=0.5)
+    np.testing.assert_allclose(relu.chi1, sw**2 / 2, rtol=1e-6)
+    np.testing.assert_allclose(relu.rms_rate, 0.5 * np.log(sw**2 / 2), rtol=1e-5)
+    expected_q = np.where(sw**2 < 2, 0.25 / (1 - sw**2 / 2), np.inf)
+    np.testing.assert_allclose(relu.q_star, expected_q, rtol=1e-6)
+    linear = theory.mean_field("linear", sw)
+    np.testing.assert_allclose(linear.chi1, sw**2, rtol=1e-6)
+
+
+def test_tanh_ordered_without_bias_has_zero_fixed_point():
+    sw = np.array([0.3, 0.7, 0.95])
+    result = theory.mean_field("tanh", sw)
+    np.testing.assert_allclose(result.q_star, 0.0, atol=1e-6)
+    np.testing.assert_allclose(result.chi1, sw**2, rtol=1e-5)  # phi'(0) = 1
+
+
+@pytest.mark.parametrize("sigma_w, sigma_b, sigma_x", [(1.5, 0.0, 0.0), (1.0, 0.3, 0.5), (3.0, 0.5, 1.0)])
+def test_tanh_mean_field_matches_adaptive_quadrature(sigma_w, sigma_b, sigma_x):
+    q_ref, chi_ref = _tanh_reference(sigma_w, sigma_b, sigma_x)
+    result = theory.mean_field("tanh", sigma_w, sigma_b, sigma_x)
+    assert bool(result.converged)
+    np.testing.assert_allclose(float(result.q_star), q_ref, rtol=1e-4)
+    np.testing.assert_allclose(float(result.chi1), chi_ref, rtol=1e-4)
+    np.testing.assert_allclose(float(result.rms_rate), 0.5 * math.log(chi_ref), atol=1e-4)
+
+
+def test_split_quadrature_is_exact_for_step_functions_where_hermite_fails():
+    q = jnp.asarray([0.05, 0.7, 4.0, 50.0])
+    # hard_tanh' is the indicator of |a| < 1: E = P(|z| < 1/sqrt(q)) = erf(1/sqrt(2q)).
+    exact = scipy.special.erf(1.0 / np.sqrt(2.0 * np.asarray(q)))
+    spec = theory.activation_spec("hard_tanh")
+    np.testing.assert_allclose(theory.gaussian_mean(spec.squared_derivative, q, spec.kinks), exact, atol=1e-6)
+    # relu'^2 is a step at 0: E = 1/2; Gauss-Hermite through the kink is off by its middle weight.
+    relu = theory.activation_spec("relu")
+    np.testing.assert_allclose(theory.gaussian_mean(relu.squared_derivative, q, (0.0,)), 0.5, atol=1e-6)
+    assert np.all(np.abs(theory._hermite_mean(relu.squared_derivative, q) - 0.5) > 1e-2)
+
+
+def test_critical_line_known_points():
+    np.testing.assert_allclose(theory.critical_sigma_w("tanh"), 1.0, atol=1e-3)
+    np.testing.assert_allclose(theory.critical_sigma_w("relu", [0.0, 0.7]), math.sqrt(2.0), rtol=1e-5)
+    np.testing.assert_allclose(theory.critical_sigma_w("linear"), 1.0, rtol=1e-5)
+
+
+def test_critical_line_has_chi1_one_by_independent_quadrature():
+    sigma_b = np.array([0.2, 1.0])
+    critical = np.asarray(theory.critical_sigma_w("tanh", sigma_b))
+    assert np.all(np.diff(critical) > 0)  # more bias needs more weight to reach chaos
+    for sw, sb in zip(critical, sigma_b):
+        _, chi1 = _tanh_reference(float(sw), float(sb), 0.0)
+        assert abs(chi1 - 1.0) < 2e-4
+
+
+@pytest.mark.parametrize("bad", [dict(sigma_w=-1.0), dict(sigma_b=-0.1), dict(sigma_x=-2.0),
+                                 dict(sigma_w=float("nan"))])
+def test_mean_field_rejects_negative_or_nonfinite_scales(bad):
+    arguments = dict(sigma_w=1.0, sigma_b=0.0, sigma_x=0.0) | bad
+    with pytest.raises(ValueError, match="must be"):
+        theory.mean_field("tanh", **arguments)
+
+
+def test_mean_field_rejects_unknown_activation():
+    with pytest.raises(ValueError, match="unknown activation 'tahn'.*tanh"):
+        theory.mean_field("tahn", 1.0)
+    with pytest.raises(ValueError, match="bracket"):
+        theory.critical_sigma_w("tanh", bracket=(2.0, 1.0))
+
+
+def test_ginibre_formula_matches_monte_carlo_qr():
+    # lambda_i = E log |R_ii| for R from the QR of one N(0, sigma^2/n) matrix (see the docstring).
+    n, sigma, samples = 6, 1.3, 40_000
+    rng = np.random.default_rng(0)
+    r = np.linalg.qr(rng.normal(0.0, sigma / math.sqrt(n), (samples, n, n)), mode="r")
+    measured = np.log(np.abs(np.diagonal(r, axis1=-2, axis2=-1))).mean(axis=0)
+    dof = np.arange(n, 0, -1)
+    stderr = np.sqrt(scipy.special.polygamma(1, dof / 2) / 4 / samples)
+    assert np.all(np.abs(measured - theory.ginibre_lyapunov(n, sigma)) < 4 * stderr)
+    assert np.all(np.diff(theory.ginibre_lyapunov(n, sigma)) < 0)
+
+
+def test_orthogonal_linear_cell_is_exact_and_saturates_the_pascanu_bound():
+    cell = gs.VanillaRNN(16, activation="linear")
+    params = cell.init(jax.random.key(0), recurrent_init=("orthogonal", {"gain": 1.07}))
+    spectra = gs.jacobian_spectra(cell, params, jnp.zeros((30, 1)), lags=[1, 10, 30])
+    expected = theory.orthogonal_linear_log_singular_values(1.07, spectra.lags, 16)
+    np.testing.assert_allclose(spectra.log_singular_values, expected, atol=2e-4)
+    bound = theory.pascanu_bound(cell, params)  # normal W, gamma = 1: the bound is the exact rate
+    np.testing.assert_allclose([bound.log_rate_bound, bound.log_spectral_radius], math.log(1.07), atol=1e-5)
+    assert not bound.vanishing_guaranteed
+
+
+def test_pascanu_bound_bounds_the_gradient_norm():
+    cell = gs.VanillaRNN(16, input_size=4, activation="sigmoid")
+    params = cell.init(jax.random.key(1), recurrent_init=("orthogonal", {"gain": 3.6}))
+    bound = theory.pascanu_bound(cell, params)
+    assert bound.gamma == 0.25 and bound.vanishing_guaranteed
+    np.testing.assert_allclose(bound.log_rate_bound, math.log(0.25 * 3.6), rtol=1e-5)
+    # independent check in numpy: ||J_T ... J_1||_2 <= (gamma sigma_max)^T with J = diag(s'(a)) W^T
+    w, u, b = (np.asarray(p, np.float64) for p in params)
+    h, product = np.zeros(16), np.eye(16)
+    for x in np.random.default_rng(2).standard_normal((40, 4)):
+        s = 1.0 / (1.0 + np.exp(-(h @ w + x @ u + b)))
+        product = (s * (1 - s))[:, None] * w.T @ product
+        h = s
+    assert np.log(np.linalg.norm(product, 2)) <= 40 * bound.log_rate_bound
+
+
+def test_pascanu_for_gaussian_linear_cells_and_errors():
+    kernel = np.random.default_rng(3).standard_normal((8, 8)) / np.sqrt(8)
+    params = gs.cells.VanillaParams(kernel, np.zeros((1, 8)), np.zeros(8))
+    cell = gs.VanillaRNN(8, activation="linear")
+    bound = theory.pascanu_bound(cell, params)
+    np.testing.assert_allclose(bound.log_spectral_radius, theory.fixed_linear_lyapunov(kernel)[0])
+    assert bound.log_spectral_radius < bound.log_sigma_max  # a non-normal W: the bound is loose
+    untied = theory.pascanu_bound(cell, params._replace(recurrent_kernel=np.stack([kernel, 2 * kernel])),
+                                  untied=True)
+    np.testing.assert_allclose(untied.log_rate_bound, bound.log_sigma_max + 0.5 * math.log(2.0))
+    assert theory.derivative_bound("relu") == 1.0
+    with pytest.raises(TypeError, match="vanilla cells"):
+        theory.pascanu_bound(gs.LSTM(4), params)
+    with pytest.raises(ValueError, match=r"\[T, n, n\]"):
+        theory.pascanu_bound(cell, params, untied=True)
