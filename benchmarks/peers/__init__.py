@@ -1,0 +1,1 @@
+"""Peer implementations the benchmarks compare gradscope against (same work, same problems)."""

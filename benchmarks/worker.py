@@ -1,0 +1,306 @@
+"""Run one group of benchmark measurements in a fresh process and print the results as JSON.
+
+Invoked by ``run_benchmarks.py`` as ``python worker.py '<json spec>'``. JAX and PyTorch
+measurements run in separate processes so that neither library's idle thread pool
+competes with the other's work. Each measurement is capped at ``budget`` seconds:
+a method that would take longer is timed on part of the lags and its total is
+extrapolated linearly per lag (the record says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+from problems import Problem, arrays, spread_order
+
+TOP = 8  # singular values per lag kept for the cross-check between implementations
+
+
+def _record(method, seconds, lags_done, num_lags, *, first_call=None, log_sv=None, floor=None, note=""):
+    """One result row; ``estimated`` is the time for all ``num_lags`` lags (extrapolated if needed)."""
+    done = len(lags_done) if isinstance(lags_done, (list, tuple)) else int(lags_done)
+    row = {"method": method, "seconds": seconds, "lags_done": done, "num_lags": num_lags,
+           "estimated": seconds * num_lags / max(done, 1), "extrapolated": done < num_lags,
+           "first_call": first_call, "note": note,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if log_sv is not None:
+        row["log_sv"] = {str(k): np.asarray(v, np.float64)[:TOP].tolist() for k, v in log_sv.items()}
+    if floor is not None:
+        row["log_floor"] = {str(k): float(v) for k, v in floor.items()}
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX side: gradscope, the naive-JAX peer, the SVD floor
+# ---------------------------------------------------------------------------------------------
+
+def _jax_problem(problem: Problem):
+    import jax.numpy as jnp
+
+    import gradscope
+    from gradscope.cells import LSTMParams, VanillaParams
+
+    data = arrays(problem)
+    kind = (gradscope.LSTM, LSTMParams) if problem.cell == "lstm" else (gradscope.VanillaRNN, VanillaParams)
+    cell = kind[0](problem.hidden)
+    params = kind[1](*(jnp.asarray(data[k]) for k in ("recurrent_kernel", "input_kernel", "bias")))
+    return cell, params, jnp.asarray(data["xs"])
+
+
+def _timed(fn, budget: float = 0.0):
+    """``(first call seconds incl. compile, best later call, result)``.
+
+    Repeats the call (at most 3 more times) while the repeats stay within half the
+    budget, and keeps the fastest: a shared machine only ever adds time.
+    """
+    import jax
+
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    best, spent = float("inf"), 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+        if spent + elapsed > budget / 2:
+            break
+    return first, best, out
+
+
+def _products(cell, params, xs, count: int) -> np.ndarray:
+    """The normalised backward products Q_1..Q_count (what every full-spectrum method must decompose)."""
+    import jax
+
+    from gradscope import engine
+
+    flat_step, v0, _ = engine.flatten_step(cell.step, cell.initial_state())
+    states, _ = engine.unroll(flat_step, params, v0, xs)
+    advance = engine.product_stepper(flat_step, params, states, xs)
+
+    @jax.jit
+    def run():
+        def body(carry, k):
+            carry = advance(k, carry)
+            return carry, carry[0]
+        rows, log_scale = engine.initial_product(states.shape[1], states.dtype)
+        finite = jax.numpy.asarray(True)
+        return jax.lax.scan(body, (rows, log_scale, finite), jax.numpy.arange(1, count + 1))[1]
+
+    return np.asarray(run())
+
+
+def _floor_jax(cell, params, xs, problem, budget, products_path):
+    """Batched SVD (``jnp.linalg.svd``, values only) of the actual products; per-matrix time."""
+    import jax
+    import jax.numpy as jnp
+
+    svdvals = jax.jit(lambda m: jnp.linalg.svd(m, compute_uv=False))
+    one = _products(cell, params, xs, 1)
+    per_matrix = _timed(lambda: svdvals(one), budget)[1]
+    count = int(min(problem.steps, max(2, budget // max(per_matrix, 1e-6))))
+    batch = _products(cell, params, xs, count)
+    np.save(products_path, batch)
+    seconds = _timed(lambda: svdvals(batch), budget)[1]
+    return _record("floor: batched SVD (jax)", seconds, count, problem.steps,
+                   note="jnp.linalg.svd(compute_uv=False) of the actual normalised products, one batched call")
+
+
+def _prefix(problem, per_lag, budget):
+    """Lags 1..L with L the most that fit in ``budget`` at ``per_lag`` seconds each (all if they fit)."""
+    count = problem.steps if per_lag * problem.steps <= budget else int(max(2, budget // per_lag))
+    return tuple(range(1, min(count, problem.steps) + 1))
+
+
+def _gradscope_full(cell, params, xs, problem, budget, per_svd, chunk=None):
+    import gradscope
+
+    lags = _prefix(problem, per_svd, budget)
+    run = lambda: gradscope.jacobian_spectra(cell, params, xs, lags=lags, chunk=chunk)  # noqa: E731
+    first, seconds, out = _timed(run, budget)
+    log_sv = {k: out.log_singular_values[i] for i, k in enumerate(lags)}
+    floor = {k: out.log_floor[i] for i, k in enumerate(lags)}
+    name = "gradscope: full spectra, every lag" + (f" (chunk={chunk})" if chunk else "")
+    return _record(name, seconds, lags, problem.steps, first_call=first, log_sv=log_sv, floor=floor)
+
+
+def _gradscope_profile(cell, params, xs, problem, budget):
+    from gradscope.profile import jacobian_profile
+
+    first, seconds, out = _timed(lambda: jacobian_profile(cell, params, xs), budget)
+    note = f"sigma_max + RMS at all {problem.steps} lags; full spectra at {len(out.spectrum_lags)} log-spaced lags"
+    return _record("gradscope: profile mode", seconds, problem.steps, problem.steps, first_call=first, note=note)
+
+
+def _gradscope_norms(cell, params, xs, problem, budget, per_step):
+    from gradscope.profile import norm_profile
+
+    lags = _prefix(problem, per_step, budget)
+    first, seconds, _ = _timed(lambda: norm_profile(cell, params, xs, max_lag=len(lags)), budget)
+    return _record("gradscope: norms-only mode", seconds, lags, problem.steps, first_call=first,
+                   note="sigma_max + RMS per lag, no SVD")
+
+
+def _gradscope_topk(cell, params, xs, problem, budget):
+    from gradscope.profile import top_singular_values
+
+    first, seconds, out = _timed(lambda: top_singular_values(cell, params, xs, k=8), budget)
+    return _record("gradscope: top-8, matrix-free", seconds, len(out.lags), len(out.lags), first_call=first,
+                   note=f"k=8 (+8 oversampling) at {len(out.lags)} log-spaced lags")
+
+
+def _naive_jax(cell, params, xs, problem, budget):
+    from peers.jax_naive import per_lag_jacrev
+
+    from gradscope import engine
+
+    flat_step, v0, _ = engine.flatten_step(cell.step, cell.initial_state())
+    states, _ = engine.unroll(flat_step, params, v0, xs)
+    order = spread_order(range(1, problem.steps + 1))
+    seconds, done, log_sv = per_lag_jacrev(flat_step, params, states, xs, order, budget)
+    return _record("peer (c): naive JAX, jax.jacrev per lag", seconds, done, problem.steps, log_sv=log_sv,
+                   note="jit(jacrev(scan over the last k inputs)): one compile per lag, compile time included")
+
+
+def jax_group(spec) -> list[dict]:
+    """gradscope's modes, peer (c) and the JAX SVD floor for one problem."""
+    problem, budget = Problem(**spec["problem"]), spec["budget"]
+    cell, params, xs = _jax_problem(problem)
+    rows = [_floor_jax(cell, params, xs, problem, budget, spec["products_path"])]
+    per_svd = rows[0]["seconds"] / rows[0]["lags_done"]
+    rows.append(_gradscope_full(cell, params, xs, problem, budget, per_svd))
+    if "chunked" in spec["methods"]:
+        rows.append(_gradscope_full(cell, params, xs, problem, budget, per_svd, chunk=32))
+    if "profile" in spec["methods"]:
+        rows.append(_gradscope_profile(cell, params, xs, problem, budget))
+    per_step = max(rows[1]["seconds"] / rows[1]["lags_done"] - per_svd, 1e-5)
+    rows.append(_gradscope_norms(cell, params, xs, problem, budget, per_step))
+    if "topk" in spec["methods"]:
+        rows.append(_gradscope_topk(cell, params, xs, problem, budget))
+    if "naive_jax" in spec["methods"]:
+        rows.append(_naive_jax(cell, params, xs, problem, budget))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch side: peers (a), (a') and (b), and the torch SVD floor
+# ---------------------------------------------------------------------------------------------
+
+def _torch_problem(problem: Problem):
+    import torch
+    from peers.torch_peers import make_step, unroll_states
+
+    data = arrays(problem)
+    step = make_step(problem.cell, data)
+    xs = torch.from_numpy(data["xs"])
+    return step, unroll_states(step, torch.from_numpy(data["h0"]), xs), xs
+
+
+def torch_group(spec) -> list[dict]:
+    """Peers (a), (a'), (b) and the torch SVD floor for one problem."""
+    import torch
+    from peers import torch_peers
+
+    torch.set_num_threads(spec["threads"])
+    problem, budget = Problem(**spec["problem"]), spec["budget"]
+    step, states, xs = _torch_problem(problem)
+    batch = np.load(spec["products_path"])
+    rows = [_record("floor: batched SVD (torch)", torch_peers.svd_floor(batch), len(batch), problem.steps,
+                    note="torch.linalg.svdvals of the same products, one batched call")]
+    order = spread_order(range(1, problem.steps + 1))
+    torch_peers.per_lag_autograd(step, states, xs, order[:1], budget)  # warm-up
+    for vectorize in ([False, True] if "autograd_vectorized" in spec["methods"] else [False]):
+        seconds, done, log_sv = torch_peers.per_lag_autograd(step, states, xs, order, budget, vectorize)
+        name = "peer (a): torch autograd.functional.jacobian per lag" + (", vectorize=True" if vectorize else "")
+        rows.append(_record(name, seconds, done, problem.steps, log_sv=log_sv))
+    torch_peers.jacrev_cumulative(step, states, xs, 1, budget)  # warm-up
+    seconds, done, log_sv = torch_peers.jacrev_cumulative(step, states, xs, problem.steps, budget)
+    rows.append(_record("peer (b): torch.func.jacrev per step + cumulative product", seconds, done, problem.steps,
+                        log_sv=log_sv))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps (initializers x seeds) and the long horizon
+# ---------------------------------------------------------------------------------------------
+
+def sweep_jax_group(spec) -> list[dict]:
+    """gradscope.compare and compare_grid over the grid, with the number of traces counted."""
+    import gradscope
+    from gradscope.sharding import compare_grid
+
+    calls = [0]
+
+    @dataclasses.dataclass(frozen=True)
+    class CountingRNN(gradscope.VanillaRNN):
+        def step(self, params, h, x):
+            calls[0] += 1
+            return super().step(params, h, x)
+
+    problem, inits, seeds = Problem(**spec["problem"]), spec["initializers"], spec["seeds"]
+    cell, configs = CountingRNN(problem.hidden), len(spec["initializers"]) * spec["seeds"]
+    rows = []
+    for name, run in [("gradscope: compare (vmap over seeds)",
+                       lambda: gradscope.compare(cell, inits, seeds=seeds, num_steps=problem.steps, progress=False)),
+                      ("gradscope: compare_grid (one sharded program)",
+                       lambda: compare_grid(cell, inits, seeds=seeds, num_steps=problem.steps))]:
+        before = calls[0]
+        first, seconds, _ = _timed(lambda run=run: run().spectra.log_singular_values, spec["budget"])
+        traces = (calls[0] - before) // 2  # the step is traced twice per program (unroll, sweep)
+        rows.append(_record(name, seconds, configs, configs, first_call=first,
+                            note=f"{traces} trace(s) for {configs} configurations, full spectra at every lag"))
+    return rows
+
+
+def sweep_torch_group(spec) -> list[dict]:
+    """Peer (b) looped over the configurations (timed on as many as fit in the budget)."""
+    import torch
+    from peers import torch_peers
+
+    torch.set_num_threads(spec["threads"])
+    problem, budget = Problem(**spec["problem"]), spec["budget"]
+    configs = len(spec["initializers"]) * spec["seeds"]
+    step, states, xs = _torch_problem(problem)
+    torch_peers.jacrev_cumulative(step, states, xs, 1, budget)
+    start, done = time.perf_counter(), 0
+    while done < configs and time.perf_counter() - start < budget:
+        torch_peers.jacrev_cumulative(step, states, xs, problem.steps, float("inf"))
+        done += 1
+    return [_record("peer (b) in a Python loop over configurations", time.perf_counter() - start, done, configs,
+                    note="one problem repeated (the cost does not depend on the initializer)")]
+
+
+def long_group(spec) -> list[dict]:
+    """Full spectra at log-spaced lags over a long horizon: time (first call) and peak memory."""
+    import gradscope
+
+    problem = Problem(**spec["problem"])
+    cell, params, xs = _jax_problem(problem)
+    start = time.perf_counter()
+    out = gradscope.jacobian_spectra(cell, params, xs, lags="log")
+    out.log_singular_values.block_until_ready()
+    seconds = time.perf_counter() - start
+    return [_record("gradscope: full spectra at log-spaced lags", seconds, problem.steps, problem.steps,
+                    first_call=seconds, note=f"{len(out.lags)} log-spaced lags; time includes compilation")]
+
+
+GROUPS = {"jax": jax_group, "torch": torch_group, "sweep_jax": sweep_jax_group, "sweep_torch": sweep_torch_group,
+          "long": long_group}
+
+
+def main() -> None:
+    """Run the group named in the JSON spec (argv[1]) and print its rows as JSON."""
+    spec = json.loads(sys.argv[1])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    print(json.dumps(GROUPS[spec["group"]](spec)))
+
+
+if __name__ == "__main__":
+    main()
