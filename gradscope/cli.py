@@ -4,6 +4,7 @@
 
     gradscope compare [options]                 # default: vanilla tanh RNN, 6 initializers, 4 seeds
     gradscope analyze --cell lstm --params p.npz [options]
+    gradscope calibrate --cell gru --init orthogonal   # the critical gain of an initializer family
 
 Both write a report folder (see :mod:`gradscope.report`). The command only parses
 arguments, calls the API and writes files. Bad arguments exit with status 2 and
@@ -155,6 +156,43 @@ def _add_analyze(subparsers, common) -> None:
     parser.set_defaults(handler=_run_analyze, parser=parser)
 
 
+def _parse_bracket(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(",")
+    try:
+        bracket = (float(low), float(high))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH gains such as 0.25,8, got {text!r}") from None
+    if not 0 < bracket[0] < bracket[1]:
+        raise argparse.ArgumentTypeError(f"expected 0 < LOW < HIGH, got {text!r}")
+    return bracket
+
+
+def _add_calibrate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "calibrate", help="find the gain at which an initializer family's measured growth rate is zero",
+        description="Root-find the critical gain (edge between vanishing and exploding) of each --init family "
+                    "for a cell, on the seed-averaged measured rate; prints the gain with its +-1 standard-error "
+                    "interval. Works for LSTM and GRU, where no closed form exists.")
+    parser.add_argument("--cell", choices=tuple(CELLS), default="vanilla", help="cell type (default vanilla)")
+    parser.add_argument("--hidden", type=_positive_int, default=64, help="hidden size (default 64)")
+    parser.add_argument("--input-size", type=_positive_int, default=1, help="input size (default 1)")
+    parser.add_argument("--activation", default=None, help="vanilla cell activation (default tanh)")
+    parser.add_argument("--gru-reset", choices=("after", "before"), default=None, help="GRU reset convention")
+    parser.add_argument("--forget-bias", type=float, default=None, help="LSTM forget-gate bias at init")
+    parser.add_argument("--init", type=parse_init, action="append", default=None, metavar="NAME[:KEY=VALUE,...]",
+                        help="initializer family with a gain option, repeatable (default orthogonal)")
+    parser.add_argument("--which", choices=("rms_rate", "rate"), default="rms_rate",
+                        help="rate to zero: RMS singular value (default, what mean-field theory predicts) "
+                             "or sigma_max")
+    parser.add_argument("--bracket", type=_parse_bracket, default=(0.25, 8.0), help="LOW,HIGH gains (default 0.25,8)")
+    parser.add_argument("--steps", type=_positive_int, default=200, help="horizon T (default 200)")
+    parser.add_argument("--seeds", type=_positive_int, default=4, help="number of seeds (default 4)")
+    parser.add_argument("--inputs", choices=("gaussian", "zeros"), default="gaussian", help="input sequence")
+    parser.add_argument("--input-scale", type=float, default=1.0, help="std of the Gaussian inputs (default 1)")
+    parser.add_argument("--csv", type=Path, default=None, help="also write every evaluation (gain, rate) here")
+    parser.set_defaults(handler=_run_calibrate, parser=parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gradscope`` argument parser, one subparser per subcommand (``compare``, ``analyze``)."""
     parser = argparse.ArgumentParser(
@@ -165,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _run_options()
     _add_compare(subparsers, common)
     _add_analyze(subparsers, common)
+    _add_calibrate(subparsers)
     return parser
 
 
@@ -309,6 +348,23 @@ def _run_analyze(args, argv) -> int:
         settings = [("command", shlex.join(["gradscope", *argv])), ("parameters", str(args.params)),
                     ("inputs", f"{_inputs_text(args)}; seeds = input sequences, the parameters are fixed")]
         _finish(args, comparison, settings)
+    return 0
+
+
+def _run_calibrate(args, argv) -> int:
+    from gradscope.calibrate import calibrate
+
+    cell = CELLS[args.cell](args.hidden, args.input_size, **_cell_options(args))
+    tables = []
+    for spec in args.init or ["orthogonal"]:
+        result = calibrate(cell, spec, bracket=args.bracket, which=args.which, seeds=args.seeds,
+                           num_steps=args.steps, inputs=args.inputs, input_scale=args.input_scale)
+        print(result.describe())
+        tables.append(result.to_dataframe().assign(init=result.initializer))
+    if args.csv is not None:
+        import pandas as pd
+
+        pd.concat(tables, ignore_index=True).to_csv(args.csv, index=False)
     return 0
 
 
