@@ -3,7 +3,8 @@
 The package namespace only re-exports; see the modules for the pieces.
 """
 
-from gradscope import adapters, cells, clipping, engine, initializers, metrics, training
+from gradscope import (adapters, calibrate, cells, clipping, engine, initializers, lyapunov, metrics, phase,
+                       profile, sharding, theory, training)
 from gradscope._checks import NumericalOverflowError
 from gradscope.cells import GRU, LSTM, LayerNormLSTM, VanillaRNN, from_equinox, from_flax
 from gradscope.compare import Comparison, compare
@@ -23,6 +24,7 @@ __all__ = [
     "Thresholds",
     "VanillaRNN",
     "adapters",
+    "calibrate",
     "cells",
     "clipping",
     "compare",
@@ -31,8 +33,13 @@ __all__ = [
     "from_equinox",
     "from_flax",
     "initializers",
+    "lyapunov",
     "jacobian_spectra",
     "metrics",
+    "phase",
+    "profile",
     "select_lags",
+    "sharding",
+    "theory",
     "training",
 ]

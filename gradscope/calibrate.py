@@ -212,7 +212,8 @@ def calibrate(cell, initializer="orthogonal", *, bracket: tuple[float, float] = 
         num_lags: evenly spaced lags the rate is fitted on.
         inputs: ``"gaussian"``, ``"zeros"`` or an array (see :func:`gradscope.compare.make_inputs`).
         input_scale: standard deviation of Gaussian inputs.
-        input_init, bias_init: initializers of the other parameters (fixed).
+        input_init: initializers of the other parameters (fixed).
+        bias_init: initializers of the other parameters (fixed).
         h0: ``"zeros"`` or ``"random"`` (unit-normal initial state; needed to leave
             the fixed point h = 0 of an input-free, bias-free cell).
         untied: fresh parameters at every step (a deep feed-forward stack).

@@ -107,9 +107,12 @@ def lyapunov_of(step, params, xs, h0, frame, qr, accumulate, untied: bool = Fals
 
     Args:
         step: ``step(params, h, x) -> h_next``.
-        params, xs, h0: as for :func:`lyapunov_spectrum` (already validated and cast).
+        params: as for :func:`lyapunov_spectrum` (already validated and cast).
+        xs: as for :func:`lyapunov_spectrum` (already validated and cast).
+        h0: as for :func:`lyapunov_spectrum` (already validated and cast).
         frame: ``[k, n]`` orthonormal rows, the initial tangent vectors.
-        qr, accumulate: boolean step schedules from :func:`qr_schedule`.
+        qr: boolean step schedules from :func:`qr_schedule`.
+        accumulate: boolean step schedules from :func:`qr_schedule`.
         untied: per-step parameters.
 
     Returns:

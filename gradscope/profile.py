@@ -501,7 +501,10 @@ def jacobian_profile(cell_or_step, params, xs, h0=None, *, spectrum_lags="log", 
     sigma_max is tracked and how accurate it is.
 
     Args:
-        cell_or_step, params, xs, h0: as for :func:`gradscope.jacobian_spectra`.
+        cell_or_step: as for :func:`gradscope.jacobian_spectra`.
+        params: as for :func:`gradscope.jacobian_spectra`.
+        xs: as for :func:`gradscope.jacobian_spectra`.
+        h0: as for :func:`gradscope.jacobian_spectra`.
         spectrum_lags: lags (in 1..max_lag) with full spectra: ``"log"`` (``num_log_lags``
             log-spaced lags including 1 and max_lag), ``"all"``, ints, or ``None`` for
             norms only (no SVD at all; :func:`norm_profile`).
@@ -513,7 +516,10 @@ def jacobian_profile(cell_or_step, params, xs, h0=None, *, spectrum_lags="log", 
         max_power_iters: power iterations at most per lag beyond the first 16 lags (which
             may take up to 64: lag 1 starts cold and short lags move fastest).
         tol: iterate until the relative Ritz residual (``residual``) is below this.
-        direction, dtype, untied, batch_axes: as for :func:`gradscope.jacobian_spectra`.
+        direction: as for :func:`gradscope.jacobian_spectra`.
+        dtype: as for :func:`gradscope.jacobian_spectra`.
+        untied: as for :func:`gradscope.jacobian_spectra`.
+        batch_axes: as for :func:`gradscope.jacobian_spectra`.
 
     Returns:
         :class:`Profile`; ``.lag_metrics()`` and ``.lag_table()`` feed the lag-profile plots.
@@ -568,14 +574,20 @@ def top_singular_values(cell_or_step, params, xs, h0=None, *, k: int = 8, lags="
     accuracy improves with the lag as the singular values of the product separate.
 
     Args:
-        cell_or_step, params, xs, h0: as for :func:`gradscope.jacobian_spectra`.
+        cell_or_step: as for :func:`gradscope.jacobian_spectra`.
+        params: as for :func:`gradscope.jacobian_spectra`.
+        xs: as for :func:`gradscope.jacobian_spectra`.
+        h0: as for :func:`gradscope.jacobian_spectra`.
         k: how many singular values (<= n).
         lags: ``"log"``, ``"all"`` or ints in [0, T] (see :func:`gradscope.select_lags`).
         num_log_lags: lag count for ``lags="log"``.
         oversample: extra vectors carried beyond k.
         power_iters: subspace (power) iterations per lag.
         seed: seed of the random start block.
-        direction, dtype, untied, batch_axes: as for :func:`gradscope.jacobian_spectra`.
+        direction: as for :func:`gradscope.jacobian_spectra`.
+        dtype: as for :func:`gradscope.jacobian_spectra`.
+        untied: as for :func:`gradscope.jacobian_spectra`.
+        batch_axes: as for :func:`gradscope.jacobian_spectra`.
 
     Returns:
         :class:`TopSpectra` with ``log_singular_values`` ``[..., len(lags), k]``.

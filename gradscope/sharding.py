@@ -161,8 +161,15 @@ def compare_grid(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, gains=(1.0
         initializers: names, ``(name, options)`` pairs, callables, or a dict label -> spec.
         seeds: a count (0..count-1) or explicit ints.
         gains: multipliers of the recurrent kernel.
-        num_steps, inputs, input_scale, lags, num_log_lags, input_init, bias_init, dtype,
-            thresholds: as for :func:`gradscope.compare`.
+        num_steps: as for :func:`gradscope.compare`.
+        inputs: as for :func:`gradscope.compare`.
+        input_scale: as for :func:`gradscope.compare`.
+        lags: as for :func:`gradscope.compare`.
+        num_log_lags: as for :func:`gradscope.compare`.
+        input_init: as for :func:`gradscope.compare`.
+        bias_init: as for :func:`gradscope.compare`.
+        dtype: as for :func:`gradscope.compare`.
+        thresholds: as for :func:`gradscope.compare`.
         devices: devices to shard over (default ``jax.devices()``: all, on every host).
         chunk: lags per batched SVD (see :func:`gradscope.jacobian_spectra`); None = one SVD per lag.
 
