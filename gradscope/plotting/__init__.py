@@ -15,6 +15,7 @@ from gradscope.plotting.spectra import (
     plot_spectrum_heatmap,
     plot_summary,
 )
+from gradscope.plotting.theory import plot_calibration, plot_lyapunov_convergence, plot_phase_diagram, plot_rate_vs_theory
 from gradscope.plotting.training import (
     plot_grad_norm_distribution,
     plot_hidden_gradients,
@@ -36,12 +37,16 @@ __all__ = [
     "figure_grid",
     "lag_profile_table",
     "new_axes",
+    "plot_calibration",
     "plot_forward_profile",
     "plot_grad_norm_distribution",
     "plot_hidden_gradients",
     "plot_horizon_during_training",
     "plot_horizon_prediction",
+    "plot_lyapunov_convergence",
     "plot_outcome_grid",
+    "plot_phase_diagram",
+    "plot_rate_vs_theory",
     "plot_training_curves",
     "plot_lag_profile",
     "plot_singular_value_density",
