@@ -170,27 +170,6 @@ def _num_exponents(num_exponents, n: int) -> int:
     return int(k)
 
 
-def _prepare(cell_or_step, params, xs, h0, dtype, untied):
-    """Validate and cast like :func:`gradscope.jacobian_spectra`; return what the core needs."""
-    step, default_h0, input_size = _checks.resolve_step(cell_or_step)
-    if h0 is None:
-        if default_h0 is None:
-            raise ValueError("a plain step function needs h0 (the initial state pytree); pass h0=...")
-        h0 = default_h0()
-    batch_axes = _spectra._check_cell_inputs(xs, input_size) if input_size is not None else 0
-    num_steps = _spectra._num_steps(xs, batch_axes)
-    if untied:
-        _spectra._check_untied(params, num_steps)
-    dtype = _checks.check_dtype(dtype) or _spectra._float_dtype((params, h0))
-    params, xs, h0 = (_spectra._cast(tree, dtype) for tree in (params, xs, h0))
-    for name, tree in (("params", params), ("xs", xs), ("h0", h0)):
-        _checks.check_finite(name, tree)
-    x0 = jax.tree_util.tree_map(lambda a: a[(0,) * (batch_axes + 1)], xs)
-    p0 = jax.tree_util.tree_map(lambda p: p[0], params) if untied else params
-    _checks.check_state_structure(step, p0, h0, x0)
-    return step, params, xs, h0, dtype, batch_axes, num_steps
-
-
 def lyapunov_spectrum(cell_or_step, params, xs, h0=None, *, num_exponents: int | None = None,
                       transient: int = 0, interval: int = 1, dtype=None, untied: bool = False,
                       frame_seed: int = 0) -> LyapunovSpectrum:
@@ -223,11 +202,12 @@ def lyapunov_spectrum(cell_or_step, params, xs, h0=None, *, num_exponents: int |
         ValueError / TypeError: malformed inputs or options.
         gradscope.NumericalOverflowError: the states or tangent vectors became inf/NaN.
     """
-    step, params, xs, h0, dtype, batch_axes, num_steps = _prepare(cell_or_step, params, xs, h0, dtype, untied)
+    step, params, xs, h0, num_steps, batch_axes = _spectra.prepare_inputs(cell_or_step, params, xs, h0, dtype=dtype,
+                                                                          untied=untied)
     _check_schedule(num_steps, transient, interval)
     n = int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(h0)))
     k = _num_exponents(num_exponents, n)
-    frame = _frame(frame_seed, k, n, dtype)
+    frame = _frame(frame_seed, k, n, jnp.result_type(*jax.tree_util.tree_leaves(h0)))
     qr, accumulate = qr_schedule(num_steps, transient, interval)
     totals, finite = _lyapunov_core(step, params, xs, h0, frame, qr, accumulate, bool(untied), batch_axes)
     result = _assemble(totals, finite, qr, accumulate, transient, interval)

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from gradscope import _checks, engine, metrics, spectra
+from gradscope import engine, metrics, spectra
 from gradscope.lags import select_lags
 
 __all__ = [
@@ -409,40 +409,6 @@ def top_k_sweep(flat_step, params, states, xs, lags: tuple[int, ...], k: int, ov
 # Public entry points
 # ---------------------------------------------------------------------------------------------
 
-class _Prepared(NamedTuple):
-    step: object
-    params: object
-    xs: object
-    h0: object
-    num_steps: int
-    batch_axes: int
-
-
-def _prepare(cell_or_step, params, xs, h0, direction, dtype, untied, batch_axes) -> _Prepared:
-    """The same input checks and casts as :func:`gradscope.jacobian_spectra`."""
-    step, default_h0, input_size = _checks.resolve_step(cell_or_step)
-    if direction not in ("backward", "forward"):
-        raise ValueError(f"direction must be 'backward' (dh_T/dh_(T-k)) or 'forward' (dh_k/dh_0), got {direction!r}")
-    if h0 is None:
-        if default_h0 is None:
-            raise ValueError("a plain step function needs h0 (the initial state pytree); pass h0=...")
-        h0 = default_h0()
-    if input_size is not None:
-        inferred = spectra._check_cell_inputs(xs, input_size)
-        batch_axes = inferred if batch_axes is None else batch_axes
-    batch_axes = 0 if batch_axes is None else int(batch_axes)
-    num_steps = spectra._num_steps(xs, batch_axes)
-    if untied:
-        spectra._check_untied(params, num_steps)
-    dtype = _checks.check_dtype(dtype) or spectra._float_dtype((params, h0))
-    params, xs, h0 = spectra._cast(params, dtype), spectra._cast(xs, dtype), spectra._cast(h0, dtype)
-    for name, tree in (("params", params), ("xs", xs), ("h0", h0)):
-        _checks.check_finite(name, tree)
-    x0 = jax.tree_util.tree_map(lambda a: a[(0,) * (batch_axes + 1)], xs)
-    _checks.check_state_structure(step, jax.tree_util.tree_map(lambda p: p[0], params) if untied else params, h0, x0)
-    return _Prepared(step, params, xs, h0, num_steps, batch_axes)
-
-
 def _positive_int(name: str, value, minimum: int = 1) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -528,7 +494,8 @@ def jacobian_profile(cell_or_step, params, xs, h0=None, *, spectrum_lags="log", 
         ValueError / TypeError: malformed inputs, with what was expected and the fix.
         gradscope.NumericalOverflowError: states or products became inf/NaN.
     """
-    prep = _prepare(cell_or_step, params, xs, h0, direction, dtype, untied, batch_axes)
+    prep = spectra.prepare_inputs(cell_or_step, params, xs, h0, direction=direction, dtype=dtype,
+                                  untied=untied, batch_axes=batch_axes)
     max_lag = prep.num_steps if max_lag is None else _positive_int("max_lag", max_lag)
     if max_lag > prep.num_steps:
         raise ValueError(f"max_lag must be <= T = {prep.num_steps} (the length of xs), got {max_lag}")
@@ -596,7 +563,8 @@ def top_singular_values(cell_or_step, params, xs, h0=None, *, k: int = 8, lags="
         ValueError: k outside [1, n] or malformed inputs.
         gradscope.NumericalOverflowError: states or products became inf/NaN.
     """
-    prep = _prepare(cell_or_step, params, xs, h0, direction, dtype, untied, batch_axes)
+    prep = spectra.prepare_inputs(cell_or_step, params, xs, h0, direction=direction, dtype=dtype,
+                                  untied=untied, batch_axes=batch_axes)
     n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(prep.h0))
     k = _positive_int("k", k)
     if k > n:

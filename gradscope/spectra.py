@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ from jax.flatten_util import ravel_pytree
 from gradscope import _checks, engine, metrics
 from gradscope.lags import select_lags
 
-__all__ = ["Spectra", "block_indices", "forward_spectra", "jacobian_spectra", "spectra_of"]
+__all__ = ["PreparedInputs", "Spectra", "block_indices", "forward_spectra", "jacobian_spectra", "prepare_inputs", "spectra_of"]
 
 
 @functools.partial(
@@ -176,6 +177,61 @@ def _check_untied(params, num_steps: int) -> None:
                              f"T={num_steps}; got a leaf of shape {jnp.shape(leaf)}")
 
 
+class PreparedInputs(NamedTuple):
+    """Validated, cast inputs of an analysis (see :func:`prepare_inputs`).
+
+    Attributes:
+        step: the step function ``step(params, h, x) -> h_next``.
+        params: parameters cast to the analysis dtype.
+        xs: inputs cast to the analysis dtype.
+        h0: initial state (the cell's zero state by default), cast.
+        num_steps: the horizon T.
+        batch_axes: leading batch axes of ``xs``.
+    """
+
+    step: object
+    params: object
+    xs: object
+    h0: object
+    num_steps: int
+    batch_axes: int
+
+
+def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backward", dtype=None,
+                   untied: bool = False, batch_axes: int | None = None) -> PreparedInputs:
+    """The input checks and casts every analysis entry point shares.
+
+    Resolves the step and default ``h0``, infers batch axes for built-in cells,
+    checks shapes, finiteness, the dtype and that ``step`` keeps the state's
+    structure; see :func:`jacobian_spectra` for the arguments.
+
+    Raises:
+        ValueError / TypeError: what was expected, what arrived, and the fix.
+    """
+    step, default_h0, input_size = _checks.resolve_step(cell_or_step)
+    if direction not in ("backward", "forward"):
+        raise ValueError(f"direction must be 'backward' (dh_T/dh_(T-k)) or 'forward' (dh_k/dh_0), got {direction!r}")
+    if h0 is None:
+        if default_h0 is None:
+            raise ValueError("a plain step function needs h0 (the initial state pytree); pass h0=...")
+        h0 = default_h0()
+    if input_size is not None:
+        inferred = _check_cell_inputs(xs, input_size)
+        batch_axes = inferred if batch_axes is None else batch_axes
+    batch_axes = 0 if batch_axes is None else int(batch_axes)
+    num_steps = _num_steps(xs, batch_axes)
+    if untied:
+        _check_untied(params, num_steps)
+    dtype = _checks.check_dtype(dtype) or _float_dtype((params, h0))
+    params, xs, h0 = _cast(params, dtype), _cast(xs, dtype), _cast(h0, dtype)
+    for name, tree in (("params", params), ("xs", xs), ("h0", h0)):
+        _checks.check_finite(name, tree)
+    x0 = jax.tree_util.tree_map(lambda a: a[(0,) * (batch_axes + 1)], xs)
+    p0 = jax.tree_util.tree_map(lambda p: p[0], params) if untied else params
+    _checks.check_state_structure(step, p0, h0, x0)
+    return PreparedInputs(step, params, xs, h0, num_steps, batch_axes)
+
+
 def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
                      direction: str = "backward", dtype=None, untied: bool = False,
                      batch_axes: int | None = None, chunk: int | None = None, block=None) -> Spectra:
@@ -215,27 +271,8 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
         ValueError / TypeError: malformed inputs, with what was expected and the fix.
         gradscope.NumericalOverflowError: states or products became inf/NaN.
     """
-    step, default_h0, input_size = _checks.resolve_step(cell_or_step)
-    if direction not in ("backward", "forward"):
-        raise ValueError(f"direction must be 'backward' (dh_T/dh_(T-k)) or 'forward' (dh_k/dh_0), got {direction!r}")
-    if h0 is None:
-        if default_h0 is None:
-            raise ValueError("a plain step function needs h0 (the initial state pytree); pass h0=...")
-        h0 = default_h0()
-    if input_size is not None:
-        inferred = _check_cell_inputs(xs, input_size)
-        batch_axes = inferred if batch_axes is None else batch_axes
-    batch_axes = 0 if batch_axes is None else int(batch_axes)
-    num_steps = _num_steps(xs, batch_axes)
-    if untied:
-        _check_untied(params, num_steps)
-    dtype = _checks.check_dtype(dtype) or _float_dtype((params, h0))
-    params, xs, h0 = _cast(params, dtype), _cast(xs, dtype), _cast(h0, dtype)
-    for name, tree in (("params", params), ("xs", xs), ("h0", h0)):
-        _checks.check_finite(name, tree)
-    x0 = jax.tree_util.tree_map(lambda a: a[(0,) * (batch_axes + 1)], xs)
-    p0 = jax.tree_util.tree_map(lambda p: p[0], params) if untied else params
-    _checks.check_state_structure(step, p0, h0, x0)
+    step, params, xs, h0, num_steps, batch_axes = prepare_inputs(
+        cell_or_step, params, xs, h0, direction=direction, dtype=dtype, untied=untied, batch_axes=batch_axes)
     kept = select_lags(lags, num_steps, num_log_lags)
     if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
         raise ValueError(f"chunk must be a positive int (lags per batched SVD) or None, got {chunk!r}")
