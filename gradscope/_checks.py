@@ -13,6 +13,7 @@ __all__ = [
     "check_state_structure",
     "is_concrete",
     "resolve_step",
+    "seed_tuple",
 ]
 
 
@@ -36,6 +37,14 @@ def check_finite(name: str, tree) -> None:
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise ValueError(f"{name} must be finite, but {name}{jax.tree_util.keystr(path)} has {bad} of "
                              f"{arr.size} entries inf/NaN; clean or re-initialize {name} before the analysis")
+
+
+def seed_tuple(seeds) -> tuple[int, ...]:
+    """Seeds as a tuple of ints from a count (seeds 0..count-1) or explicit ints; at least one."""
+    seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("expected at least one seed, got none")
+    return seeds
 
 
 def check_dtype(dtype):

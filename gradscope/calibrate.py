@@ -231,9 +231,7 @@ def calibrate(cell, initializer="orthogonal", *, bracket: tuple[float, float] = 
     if which not in RATES:
         raise ValueError(f"which must be 'rms_rate' (RMS singular value, default) or 'rate' (sigma_max), got {which!r}")
     family, name = _family(initializer)
-    seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
-    if not seeds:
-        raise ValueError("expected at least one seed, got none")
+    seeds = _checks.seed_tuple(seeds)
     transient = num_steps // 2 if transient is None else int(transient)
     lags = fit_lags(num_steps, transient, num_lags)
     dtype = _checks.check_dtype(dtype) or np.dtype(np.float32)

@@ -197,9 +197,7 @@ def compare(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, num_steps: int 
         if not hasattr(cell, attribute):
             raise TypeError(f"compare needs a cell with .{attribute} (such as gradscope.VanillaRNN); "
                             f"got {type(cell).__name__}. For a plain step function use jacobian_spectra")
-    seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
-    if not seeds:
-        raise ValueError("expected at least one seed, got none")
+    seeds = _checks.seed_tuple(seeds)
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     dtype = _checks.check_dtype(dtype) or np.dtype(np.float32)

@@ -353,9 +353,7 @@ def phase_diagram(cell, sigma_w, sigma_b=0.0, input_scale=0.0, *, seeds=2, num_s
     """
     _check_cell(cell)
     grid = [_axis("sigma_w", sigma_w, allow_zero=False), _axis("sigma_b", sigma_b), _axis("input_scale", input_scale)]
-    seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
-    if not seeds:
-        raise ValueError("expected at least one seed, got none")
+    seeds = _checks.seed_tuple(seeds)
     transient = num_steps // 2 if transient is None else int(transient)
     lags = fit_lags(num_steps, transient, num_lags)
     dtype = _checks.check_dtype(dtype) or np.dtype(np.float32)
