@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from gradscope import engine, metrics, spectra
+from gradscope._lapack import single_threaded_lapack
 from gradscope.lags import select_lags
 
 __all__ = [
@@ -239,29 +240,35 @@ def _orthonormal_columns(block: jax.Array) -> jax.Array:
     return jnp.linalg.qr(block)[0]
 
 
-def _ritz(matrix: jax.Array, space: jax.Array, width: int):
-    """Rayleigh-Ritz on ``A = M M^T`` over the orthonormal columns of ``space``.
+def _orthonormal_rows(rows: jax.Array) -> jax.Array:
+    return _orthonormal_columns(rows.T).T
 
-    Returns the top ``width`` Ritz vectors (descending), the top sigma = sqrt(theta)
-    and its relative residual ``||A u - theta u|| / theta``.
+
+def _ritz(matrix: jax.Array, space: jax.Array, width: int):
+    """Rayleigh-Ritz on ``A = M M^T`` over the orthonormal rows of ``space`` (``[m, n]``).
+
+    Returns the top ``width`` Ritz vectors as rows (descending), the top sigma =
+    sqrt(theta) and its relative residual ``||A u - theta u|| / theta``. Vectors are
+    kept as rows so that every product is ``[m, n] @ [n, n]``, which XLA's CPU dot
+    runs about four times faster than the column layout ``[n, n] @ [n, m]``.
     """
-    projected = matrix.T @ space
-    theta, vectors = jnp.linalg.eigh(projected.T @ projected)
+    projected = space @ matrix
+    theta, vectors = jnp.linalg.eigh(projected @ projected.T)
     top = jnp.maximum(theta[-1], jnp.finfo(matrix.dtype).tiny)
-    residual = matrix @ (projected @ vectors[:, -1]) - top * (space @ vectors[:, -1])
-    return space @ vectors[:, ::-1][:, :width], jnp.sqrt(top), jnp.linalg.norm(residual) / top
+    residual = (vectors[:, -1] @ projected) @ matrix.T - top * (vectors[:, -1] @ space)
+    return vectors[:, ::-1][:, :width].T @ space, jnp.sqrt(top), jnp.linalg.norm(residual) / top
 
 
 def _power_step(matrix: jax.Array, basis: jax.Array, min_iters: int, max_iters, tol: float):
     """Warm-started block Krylov iterations on ``M M^T`` until the Ritz residual is below ``tol``.
 
-    Each iteration extends the block U to ``[U, M M^T U]`` and keeps the top Ritz
-    vectors of that span (a restarted block Lanczos: faster than plain power
-    iterations when the top singular values cluster). Runs at least ``min_iters`` and
-    at most ``max_iters`` (may be traced) iterations; returns ``(basis, sigma_max
-    estimate, relative residual)``.
+    ``basis`` holds the block as orthonormal rows. Each iteration extends the block U
+    to ``[U, M M^T U]`` and keeps the top Ritz vectors of that span (a restarted
+    block Lanczos: faster than plain power iterations when the top singular values
+    cluster). Runs at least ``min_iters`` and at most ``max_iters`` (may be traced)
+    iterations; returns ``(basis, sigma_max estimate, relative residual)``.
     """
-    width = basis.shape[1]
+    width = basis.shape[0]
 
     def keep_going(carry):
         _, _, residual, count = carry
@@ -269,7 +276,7 @@ def _power_step(matrix: jax.Array, basis: jax.Array, min_iters: int, max_iters, 
 
     def iterate(carry):
         basis, _, _, count = carry
-        space = _orthonormal_columns(jnp.concatenate([basis, matrix @ (matrix.T @ basis)], axis=1))
+        space = _orthonormal_rows(jnp.concatenate([basis, (basis @ matrix) @ matrix.T], axis=0))
         return (*_ritz(matrix, space, width), count + 1)
 
     basis, sigma, residual, _ = jax.lax.while_loop(keep_going, iterate, (*_ritz(matrix, basis, width), 0))
@@ -316,9 +323,9 @@ def profile_sweep(flat_step, params, states, xs, max_lag: int, spectrum_lags: tu
         return (state, k + gap), out
 
     rows, log_scale = engine.initial_product(n, dtype)
-    start = jax.random.normal(jax.random.key(0), (n, min(block, n)), dtype)
+    start = jax.random.normal(jax.random.key(0), (min(block, n), n), dtype)
     buffers = tuple(jnp.zeros(max_lag, dtype) for _ in range(3))
-    state = (rows, log_scale, jnp.all(jnp.isfinite(states)), _orthonormal_columns(start), buffers)
+    state = (rows, log_scale, jnp.all(jnp.isfinite(states)), _orthonormal_rows(start), buffers)
     gaps = np.diff(np.concatenate([[0], spectrum_lags])).astype(np.int32)
     (state, _), (log_sv, floor) = jax.lax.scan(segment, (state, jnp.int32(0)), gaps)
     state = jax.lax.fori_loop(int(sum(gaps)) + 1, max_lag + 1, body, state)
@@ -348,10 +355,6 @@ class TopOutput(NamedTuple):
 
 
 _OPPOSITE = {"backward": "forward", "forward": "backward"}
-
-
-def _orthonormal_rows(rows: jax.Array) -> jax.Array:
-    return _orthonormal_columns(rows.T).T
 
 
 def top_k_sweep(flat_step, params, states, xs, lags: tuple[int, ...], k: int, oversample: int = 8,
@@ -439,6 +442,7 @@ def _states(step, params, xs, h0, untied):
     return flat_step, engine.unroll(flat_step, params, v0, xs, untied)[0]
 
 
+@single_threaded_lapack
 @functools.partial(jax.jit, static_argnames=("step", "max_lag", "spectrum_lags", "direction", "untied",
                                              "batch_axes", "block", "power_iters", "tol"))
 def _profile_core(step, params, xs, h0, max_lag, spectrum_lags, direction, untied, batch_axes, block,
@@ -519,6 +523,7 @@ def norm_profile(cell_or_step, params, xs, h0=None, **options) -> Profile:
     return jacobian_profile(cell_or_step, params, xs, h0, spectrum_lags=None, **options)
 
 
+@single_threaded_lapack
 @functools.partial(jax.jit, static_argnames=("step", "lags", "k", "oversample", "power_iters", "direction",
                                              "untied", "batch_axes"))
 def _top_core(step, params, xs, h0, key, lags, k, oversample, power_iters, direction, untied, batch_axes):
