@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "CellStep",
     "NumericalOverflowError",
+    "cell_step",
     "check_dtype",
     "check_finite",
     "check_state_structure",
@@ -63,10 +67,38 @@ def check_dtype(dtype):
     return resolved
 
 
+@dataclasses.dataclass(frozen=True)
+class CellStep:
+    """``step(params, h, x)`` of a cell, as a jit static argument that equal cells share.
+
+    A bound method ``cell.step`` compares its instance by identity, so two equal but
+    distinct cells would each compile the analysis again; this wrapper compares (and
+    hashes) the cell itself.
+
+    Attributes:
+        cell: a hashable cell with a ``step`` method.
+    """
+
+    cell: object
+
+    def __call__(self, params, h, x):
+        """One step of the cell."""
+        return self.cell.step(params, h, x)
+
+
+def cell_step(cell):
+    """The cell's step as a :class:`CellStep`, or the bound method if the cell is not hashable."""
+    try:
+        hash(cell)
+    except TypeError:
+        return cell.step
+    return CellStep(cell)
+
+
 def resolve_step(cell_or_step):
     """Return ``(step, default_h0_or_None, input_size_or_None)`` for a cell or a plain step."""
     if hasattr(cell_or_step, "step") and hasattr(cell_or_step, "initial_state"):
-        return cell_or_step.step, cell_or_step.initial_state, getattr(cell_or_step, "input_size", None)
+        return cell_step(cell_or_step), cell_or_step.initial_state, getattr(cell_or_step, "input_size", None)
     if callable(cell_or_step):
         return cell_or_step, None, None
     raise TypeError("expected a gradscope cell (with .step and .initial_state) or a callable "

@@ -35,6 +35,7 @@ import pandas as pd
 import scipy.optimize
 
 from gradscope import _checks, initializers
+from gradscope._lapack import single_threaded_lapack
 from gradscope.compare import make_inputs
 from gradscope.phase import ScaledStep, draw_seeds, fit_lags, measure_rates
 
@@ -95,6 +96,7 @@ class Calibration:
                              "rate_std": self.rates.std(axis=-1)})
 
 
+@single_threaded_lapack
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _seed_rates(step, lags, untied, which, params, xs, h0, gain):
     def one(p, x, h):

@@ -13,17 +13,48 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from gradscope import _checks, initializers, metrics
+from gradscope._lapack import single_threaded_lapack
 from gradscope.lags import select_lags
 from gradscope.spectra import Spectra, spectra_of
 
-__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "compare", "make_inputs"]
+__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "compare", "make_inputs"]
 
 DEFAULT_INITIALIZERS = ("orthogonal", "glorot_normal", "he_normal", "lecun_normal", "identity", "normal")
 """What :func:`compare` compares when no initializers are given (``normal`` has stddev 1)."""
 
 
+class SpectraResults:
+    """What every sweep result (:class:`Comparison`, ``GridComparison``) derives from its
+    ``spectra`` and ``thresholds`` fields: lags, per-lag metrics and the summary, each
+    with the result's leading configuration axes."""
+
+    spectra: Spectra
+    thresholds: metrics.Thresholds
+
+    @property
+    def lags(self) -> np.ndarray:
+        """The kept lags."""
+        return self.spectra.lags
+
+    def lag_metrics(self) -> metrics.LagMetrics:
+        """Per-lag metrics, each ``[configuration axes..., lags]``."""
+        return self.spectra.lag_metrics()
+
+    def summary(self) -> metrics.Summary:
+        """Rates, horizon and verdict codes, each ``[configuration axes...]``."""
+        return self.spectra.summary(self.thresholds)
+
+    def _summary_columns(self) -> dict:
+        """rate, rms_rate, horizon and verdict name, flattened over the configuration axes."""
+        summary = self.summary()
+        return {"rate": np.asarray(summary.rate, np.float64).ravel(),
+                "rms_rate": np.asarray(summary.rms_rate, np.float64).ravel(),
+                "horizon": np.asarray(summary.horizon, np.float64).ravel(),
+                "verdict": [metrics.verdict_name(c) for c in np.asarray(summary.verdict).ravel()]}
+
+
 @dataclasses.dataclass(frozen=True)
-class Comparison:
+class Comparison(SpectraResults):
     """Spectra and metrics of one cell under several initializers and seeds.
 
     Attributes:
@@ -42,19 +73,6 @@ class Comparison:
     thresholds: metrics.Thresholds
     cell: object
     num_steps: int
-
-    @property
-    def lags(self) -> np.ndarray:
-        """The kept lags."""
-        return self.spectra.lags
-
-    def lag_metrics(self) -> metrics.LagMetrics:
-        """Per-lag metrics, each ``[inits, seeds, lags]``."""
-        return self.spectra.lag_metrics()
-
-    def summary(self) -> metrics.Summary:
-        """Rates, horizon and verdict codes, each ``[inits, seeds]``."""
-        return self.spectra.summary(self.thresholds)
 
     def to_dataframe(self, per_seed: bool = False) -> pd.DataFrame:
         """One row per initializer (seed means and spreads), or per (initializer, seed).
@@ -84,16 +102,9 @@ class Comparison:
         return comparison_html(self)
 
     def _per_seed_table(self) -> pd.DataFrame:
-        summary = self.summary()
         inits, seeds = np.meshgrid(np.arange(len(self.labels)), self.seeds, indexing="ij")
-        return pd.DataFrame({
-            "init": np.asarray(self.labels, dtype=object)[inits].ravel(),
-            "seed": seeds.ravel(),
-            "rate": np.asarray(summary.rate, np.float64).ravel(),
-            "rms_rate": np.asarray(summary.rms_rate, np.float64).ravel(),
-            "horizon": np.asarray(summary.horizon, np.float64).ravel(),
-            "verdict": [metrics.verdict_name(c) for c in np.asarray(summary.verdict).ravel()],
-        })
+        return pd.DataFrame({"init": np.asarray(self.labels, dtype=object)[inits].ravel(), "seed": seeds.ravel(),
+                             **self._summary_columns()})
 
 
 def _aggregate_seeds(table: pd.DataFrame, thresholds: metrics.Thresholds) -> pd.DataFrame:
@@ -157,6 +168,7 @@ def make_inputs(inputs, seeds, num_steps: int, input_size: int, scale: float = 1
     return array
 
 
+@single_threaded_lapack
 @functools.partial(jax.jit, static_argnames=("step", "lags"))
 def _spectra_over_seeds(step, params, xs, h0, lags):
     return jax.vmap(lambda p, x: spectra_of(step, p, x, h0, lags))(params, xs)
@@ -211,7 +223,7 @@ def compare(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, num_steps: int 
     for init in tqdm(inits, desc="initializers", disable=(None if progress is None else not progress)):
         params = jax.vmap(lambda k, init=init: cell.init(k, recurrent_init=init, input_init=input_init,
                                                          bias_init=bias_init, dtype=dtype))(keys)
-        results.append(_spectra_over_seeds(cell.step, params, xs, h0, kept))
+        results.append(_spectra_over_seeds(_checks.cell_step(cell), params, xs, h0, kept))
     spectra = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
     _warn_nonfinite(spectra, labels, seeds)
     return Comparison(tuple(labels), seeds, spectra, thresholds, cell, num_steps)

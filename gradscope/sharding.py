@@ -28,7 +28,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradscope import _checks, metrics
-from gradscope.compare import DEFAULT_INITIALIZERS, _normalise_initializers, make_inputs
+from gradscope._lapack import single_threaded_lapack
+from gradscope.compare import DEFAULT_INITIALIZERS, SpectraResults, _normalise_initializers, make_inputs
 from gradscope.lags import select_lags
 from gradscope.spectra import Spectra, spectra_of
 
@@ -39,7 +40,7 @@ CONFIG_AXIS = "config"
 
 
 @dataclasses.dataclass(frozen=True)
-class GridComparison:
+class GridComparison(SpectraResults):
     """Spectra of one cell over initializers x gains x seeds.
 
     Attributes:
@@ -62,31 +63,11 @@ class GridComparison:
     num_devices: int
     num_steps: int
 
-    @property
-    def lags(self) -> np.ndarray:
-        """The kept lags."""
-        return self.spectra.lags
-
-    def lag_metrics(self) -> metrics.LagMetrics:
-        """Per-lag metrics, each ``[inits, gains, seeds, lags]``."""
-        return self.spectra.lag_metrics()
-
-    def summary(self) -> metrics.Summary:
-        """Rates, horizon and verdict codes, each ``[inits, gains, seeds]``."""
-        return self.spectra.summary(self.thresholds)
-
     def to_dataframe(self) -> pd.DataFrame:
         """One row per (init, gain, seed): rate, rms_rate, horizon, verdict."""
-        summary = self.summary()
         inits, gains, seeds = np.meshgrid(np.arange(len(self.labels)), self.gains, self.seeds, indexing="ij")
-        return pd.DataFrame({
-            "init": np.asarray(self.labels, dtype=object)[inits].ravel(),
-            "gain": gains.ravel(), "seed": seeds.ravel(),
-            "rate": np.asarray(summary.rate, np.float64).ravel(),
-            "rms_rate": np.asarray(summary.rms_rate, np.float64).ravel(),
-            "horizon": np.asarray(summary.horizon, np.float64).ravel(),
-            "verdict": [metrics.verdict_name(c) for c in np.asarray(summary.verdict).ravel()],
-        })
+        return pd.DataFrame({"init": np.asarray(self.labels, dtype=object)[inits].ravel(), "gain": gains.ravel(),
+                             "seed": seeds.ravel(), **self._summary_columns()})
 
 
 def config_mesh(devices=None) -> Mesh:
@@ -136,6 +117,7 @@ def _gather(tree):
     return jax.tree_util.tree_map(np.asarray, tree)
 
 
+@single_threaded_lapack
 @functools.partial(jax.jit, static_argnames=("step", "lags", "chunk"))
 def _grid_core(step, params, xs, h0, lags, chunk):
     return jax.vmap(lambda p, x: spectra_of(step, p, x, h0, lags, chunk=chunk))(params, xs)
@@ -200,7 +182,7 @@ def compare_grid(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, gains=(1.0
     count = len(inits) * len(gains) * len(seeds)
     padded = -(-count // mesh.size) * mesh.size
     h0 = jax.tree_util.tree_map(lambda a: a.astype(dtype), cell.initial_state())
-    result = _grid_core(cell.step, _shard(_pad(params, padded), mesh), _shard(_pad(xs, padded), mesh), h0,
+    result = _grid_core(_checks.cell_step(cell), _shard(_pad(params, padded), mesh), _shard(_pad(xs, padded), mesh), h0,
                         kept, chunk)
     shape = (len(inits), len(gains), len(seeds))
     spectra = jax.tree_util.tree_map(lambda a: a[:count].reshape(*shape, *a.shape[1:]), _gather(result))

@@ -33,9 +33,9 @@ class CountingRNN(gradscope.VanillaRNN):
 @pytest.fixture(scope="module")
 def comparison():
     cell = CountingRNN(5, 2, "tanh")
-    before = compare_module._spectra_over_seeds._cache_size()
+    before = compare_module._spectra_over_seeds.__wrapped__._cache_size()
     result = gradscope.compare(cell, SPECS, seeds=SEEDS, num_steps=NUM_STEPS, progress=False)
-    new_compilations = compare_module._spectra_over_seeds._cache_size() - before
+    new_compilations = compare_module._spectra_over_seeds.__wrapped__._cache_size() - before
     return result, new_compilations, STEP_CALLS.count(5)
 
 
@@ -117,6 +117,19 @@ def test_traced_once_for_all_initializers_dict_labels_and_zero_inputs(comparison
     exact = result.lags[None, None, :, None] * np.log([1.0, 0.5])[:, None, None, None]
     np.testing.assert_allclose(log_sv, np.broadcast_to(exact, log_sv.shape), atol=1e-4)
     assert result.to_dataframe()["verdict"].tolist() == ["stable", "vanishing"]
+
+
+def test_equal_cells_share_one_compilation():
+    # a bound method compares its instance by identity; equal cells must still hit the jit cache
+    spectra_module = importlib.import_module("gradscope.spectra")
+    core = spectra_module._spectra_core.__wrapped__
+    params = gradscope.VanillaRNN(6).init(jax.random.key(0))
+    xs = np.zeros((5, 1), np.float32)
+    first = gradscope.jacobian_spectra(gradscope.VanillaRNN(6), params, xs)
+    before = core._cache_size()
+    second = gradscope.jacobian_spectra(gradscope.VanillaRNN(6), params, xs)
+    assert core._cache_size() == before
+    np.testing.assert_array_equal(first.log_singular_values, second.log_singular_values)
 
 
 def test_make_inputs_options():
