@@ -53,6 +53,10 @@ def _jax_problem(problem: Problem):
     return cell, params, jnp.asarray(data["xs"])
 
 
+def _find_row(rows, method):
+    return next(row for row in rows if row["method"] == method)
+
+
 def _timed(fn, budget: float = 0.0):
     """``(first call seconds incl. compile, best later call, result)``.
 
@@ -98,9 +102,12 @@ def _products(cell, params, xs, count: int) -> np.ndarray:
 
 
 def _floor_jax(cell, params, xs, problem, budget, products_path):
-    """Batched SVD (``jnp.linalg.svd``, values only) of the actual products; per-matrix time."""
+    """Batched SVD (``jnp.linalg.svd``, values only) of the actual products, with LAPACK as installed and
+    single-threaded (as gradscope runs it); two rows."""
     import jax
     import jax.numpy as jnp
+
+    from gradscope._lapack import single_threaded_lapack
 
     svdvals = jax.jit(lambda m: jnp.linalg.svd(m, compute_uv=False))
     one = _products(cell, params, xs, 1)
@@ -109,8 +116,12 @@ def _floor_jax(cell, params, xs, problem, budget, products_path):
     batch = _products(cell, params, xs, count)
     np.save(products_path, batch)
     seconds = _timed(lambda: svdvals(batch), budget)[1]
-    return _record("floor: batched SVD (jax)", seconds, count, problem.steps,
-                   note="jnp.linalg.svd(compute_uv=False) of the actual normalised products, one batched call")
+    single = _timed(lambda: single_threaded_lapack(svdvals)(batch), budget)[1]
+    return [_record("floor: batched SVD (jax)", seconds, count, problem.steps,
+                    note="jnp.linalg.svd(compute_uv=False) of the actual normalised products, one batched call, "
+                         "LAPACK threads as installed"),
+            _record("floor: batched SVD (jax, single-threaded LAPACK)", single, count, problem.steps,
+                    note="the same call with OpenBLAS held at one thread (threadpoolctl), as gradscope runs it")]
 
 
 def _prefix(problem, per_lag, budget):
@@ -173,14 +184,15 @@ def jax_group(spec) -> list[dict]:
     """gradscope's modes, peer (c) and the JAX SVD floor for one problem."""
     problem, budget = Problem(**spec["problem"]), spec["budget"]
     cell, params, xs = _jax_problem(problem)
-    rows = [_floor_jax(cell, params, xs, problem, budget, spec["products_path"])]
-    per_svd = rows[0]["seconds"] / rows[0]["lags_done"]
+    rows = _floor_jax(cell, params, xs, problem, budget, spec["products_path"])
+    per_svd = min(row["seconds"] for row in rows) / rows[0]["lags_done"]
     rows.append(_gradscope_full(cell, params, xs, problem, budget, per_svd))
     if "chunked" in spec["methods"]:
         rows.append(_gradscope_full(cell, params, xs, problem, budget, per_svd, chunk=32))
     if "profile" in spec["methods"]:
         rows.append(_gradscope_profile(cell, params, xs, problem, budget))
-    per_step = max(rows[1]["seconds"] / rows[1]["lags_done"] - per_svd, 1e-5)
+    full = _find_row(rows, "gradscope: full spectra, every lag")
+    per_step = max(full["seconds"] / full["lags_done"] - per_svd, 1e-5)
     rows.append(_gradscope_norms(cell, params, xs, problem, budget, per_step))
     if "topk" in spec["methods"]:
         rows.append(_gradscope_topk(cell, params, xs, problem, budget))
@@ -213,7 +225,9 @@ def torch_group(spec) -> list[dict]:
     step, states, xs = _torch_problem(problem)
     batch = np.load(spec["products_path"])
     rows = [_record("floor: batched SVD (torch)", torch_peers.svd_floor(batch), len(batch), problem.steps,
-                    note="torch.linalg.svdvals of the same products, one batched call")]
+                    note="torch.linalg.svdvals of the same products, one batched call"),
+            _record("floor: batched SVD (torch, 1 thread)", torch_peers.svd_floor(batch, threads=1), len(batch),
+                    problem.steps, note="the same call with torch.set_num_threads(1)")]
     order = spread_order(range(1, problem.steps + 1))
     torch_peers.per_lag_autograd(step, states, xs, order[:1], budget)  # warm-up
     for vectorize in ([False, True] if "autograd_vectorized" in spec["methods"] else [False]):
