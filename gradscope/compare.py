@@ -17,7 +17,7 @@ from gradscope._lapack import single_threaded_lapack
 from gradscope.lags import select_lags
 from gradscope.spectra import Spectra, spectra_of
 
-__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "compare", "make_inputs"]
+__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "compare", "labelled_initializers", "make_inputs"]
 
 DEFAULT_INITIALIZERS = ("orthogonal", "glorot_normal", "he_normal", "lecun_normal", "identity", "normal")
 """What :func:`compare` compares when no initializers are given (``normal`` has stddev 1)."""
@@ -132,7 +132,15 @@ def _label(spec) -> str:
     return getattr(spec, "__name__", repr(spec))
 
 
-def _normalise_initializers(specs) -> tuple[list[str], list]:
+def labelled_initializers(specs) -> tuple[list[str], list]:
+    """``(labels, initializer functions)`` from the specs :func:`compare` accepts.
+
+    ``specs`` is one spec, a sequence of specs (names, ``(name, options)`` pairs or
+    callables; labelled by name and options) or a dict label -> spec.
+
+    Raises:
+        ValueError: no specs, or two specs with the same label.
+    """
     if isinstance(specs, dict):
         labels, specs = list(specs), list(specs.values())
     else:
@@ -213,7 +221,7 @@ def compare(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, num_steps: int 
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     dtype = _checks.check_dtype(dtype) or np.dtype(np.float32)
-    labels, inits = _normalise_initializers(initializers)
+    labels, inits = labelled_initializers(initializers)
     kept = select_lags(lags, num_steps, num_log_lags)
     xs = make_inputs(inputs, seeds, num_steps, cell.input_size, input_scale, dtype)
     _checks.check_finite("inputs", xs)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["SweepOutput", "flatten_step", "initial_product", "log_spectrum", "product_stepper", "relative_resolution",
+__all__ = ["SweepOutput", "apply_step_jacobian", "flatten_step", "initial_product", "log_spectrum", "product_stepper", "relative_resolution",
            "sweep", "sweep_chunked", "unroll"]
 
 FlatStep = Callable[[object, jax.Array, object], jax.Array]
@@ -76,8 +76,13 @@ def unroll(flat_step: FlatStep, params, v0: jax.Array, xs, untied: bool = False)
     return states, v_last
 
 
-def _apply_step_jacobian(flat_step, step_params, h, x, rows, direction):
-    """Rows of ``Q J`` (backward, VJPs) or of ``Q J^T`` (forward, JVPs) at one step."""
+def apply_step_jacobian(flat_step, step_params, h, x, rows, direction):
+    """Rows of ``Q J`` (backward, VJPs) or of ``Q J^T`` (forward, JVPs) at one step.
+
+    ``J`` is the Jacobian of ``flat_step(step_params, ., x)`` at the flat state ``h``;
+    ``rows`` is ``[m, n]`` (any number of rows); ``direction`` is ``"backward"`` or
+    ``"forward"``. J itself is never formed.
+    """
     f = lambda v: flat_step(step_params, v, x)  # noqa: E731
     if direction == "backward":
         _, pullback = jax.vjp(f, h)
@@ -167,7 +172,7 @@ def product_stepper(flat_step: FlatStep, params, states, xs, direction: str = "b
         rows, log_scale, finite = carry
         i = num_steps - k if direction == "backward" else k - 1
         x = jax.tree_util.tree_map(lambda a: a[i], xs)
-        rows = _apply_step_jacobian(flat_step, _params_at(params, i, untied), states[i], x, rows, direction)
+        rows = apply_step_jacobian(flat_step, _params_at(params, i, untied), states[i], x, rows, direction)
         norm = jnp.linalg.norm(rows)
         rows, log_scale = _renormalise(rows, log_scale, norm)
         return rows, log_scale, finite & jnp.isfinite(norm)  # a finite norm means every entry is finite

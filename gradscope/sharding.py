@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradscope import _checks, metrics
 from gradscope._lapack import single_threaded_lapack
-from gradscope.compare import DEFAULT_INITIALIZERS, SpectraResults, _normalise_initializers, make_inputs
+from gradscope.compare import DEFAULT_INITIALIZERS, SpectraResults, labelled_initializers, make_inputs
 from gradscope.lags import select_lags
 from gradscope.spectra import Spectra, spectra_of
 
@@ -172,7 +172,7 @@ def compare_grid(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, gains=(1.0
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     dtype = _checks.check_dtype(dtype) or np.dtype(np.float32)
-    labels, inits = _normalise_initializers(initializers)
+    labels, inits = labelled_initializers(initializers)
     kept = select_lags(lags, num_steps, num_log_lags)
     mesh = config_mesh(devices)
     params = _grid_params(cell, inits, gains, seeds, input_init, bias_init, dtype)

@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from gradscope import engine, initializers, metrics
 from gradscope._lapack import single_threaded_lapack
-from gradscope.compare import _normalise_initializers
+from gradscope.compare import labelled_initializers
 from gradscope.lags import select_lags
 from gradscope.spectra import Spectra, spectra_of
 
@@ -566,7 +566,7 @@ def train(cell, task, initializers=EXPERIMENT_INITIALIZERS, *, seeds=1, config: 
     Returns:
         :class:`TrainingRun` with arrays ``[initializers, seeds, ...]``.
     """
-    labels, inits = _normalise_initializers(initializers)
+    labels, inits = labelled_initializers(initializers)
     return train_settings(cell, task, labels, inits, [config.clip_norm] * len(labels), seeds=seeds, config=config,
                           key=key, input_init=input_init, bias_init=bias_init, thresholds=thresholds,
                           progress=progress)
