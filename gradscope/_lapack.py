@@ -10,15 +10,32 @@ XLA's own matrix products use XLA's thread pool and are not affected.
 :func:`single_threaded_lapack` wraps gradscope's compiled analysis calls: while one
 runs (until its result is ready), OpenBLAS is held at one thread through
 ``threadpoolctl``, then restored. On an accelerator, or with a LAPACK that
-``threadpoolctl`` does not see, it changes nothing.
+``threadpoolctl`` does not see, it changes nothing. The environment variable
+``GRADSCOPE_LAPACK_THREADS`` overrides the thread count (an int >= 1), or with
+``all`` leaves the library's own setting alone (worth measuring on many-core
+machines with large n).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 
 import jax
 from threadpoolctl import ThreadpoolController
+
+THREADS_VARIABLE = "GRADSCOPE_LAPACK_THREADS"
+
+
+def lapack_threads() -> int | None:
+    """Threads for host BLAS/LAPACK during analyses: from ``GRADSCOPE_LAPACK_THREADS``, default 1; None for ``all``."""
+    value = os.environ.get(THREADS_VARIABLE, "1").strip().lower()
+    if value == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_VARIABLE} must be an int >= 1 or 'all', got {value!r}; unset it for the default 1")
+    return int(value)
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,7 +46,8 @@ def _controller() -> ThreadpoolController:
 
 
 def single_threaded_lapack(compiled):
-    """Decorate a compiled call: run it with host BLAS/LAPACK at one thread and wait for its result.
+    """Decorate a compiled call: run it with host BLAS/LAPACK at one thread (see :func:`lapack_threads`)
+    and wait for its result.
 
     The wrapped function blocks until its outputs are ready (the limit must hold while
     the computation runs), so it is meant for eager call sites, not inside ``jit``.
@@ -38,7 +56,9 @@ def single_threaded_lapack(compiled):
 
     @functools.wraps(compiled)
     def run(*args, **kwargs):
-        with _controller().limit(limits=1, user_api="blas"):
+        threads = lapack_threads()
+        limit = contextlib.nullcontext() if threads is None else _controller().limit(limits=threads, user_api="blas")
+        with limit:
             return jax.block_until_ready(compiled(*args, **kwargs))
 
     return run
