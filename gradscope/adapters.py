@@ -136,6 +136,8 @@ class AdaptedCell:
 
     def _draw(self, names, leaf, key, inits, dtype):
         role, transposed = self._role(names)
+        if role == "unknown":
+            raise self._unknown(names)
         shape = jnp.shape(leaf)
         if role == "keep":
             return jnp.asarray(leaf, dtype)
@@ -147,7 +149,7 @@ class AdaptedCell:
         return kernel.T if transposed else kernel
 
     def _role(self, names) -> tuple[str, bool]:
-        """``(role, transposed)`` of the parameter at ``names``; role is one of recurrent/input/bias/keep."""
+        """``(role, transposed)`` of the parameter at ``names``; role is recurrent/input/bias/keep or unknown."""
         raise NotImplementedError
 
     def _unknown(self, names):
@@ -168,8 +170,15 @@ def _flax_role(names, cell_name: str) -> tuple[str, bool]:
     return {"h": "recurrent", "i": "input"}.get(layer[:1], "unknown"), False
 
 
+class _FlaxCell(AdaptedCell):
+    """Flax cells (linen and nnx) name their parameters alike; see :func:`_flax_role`."""
+
+    def _role(self, names):
+        return _flax_role(names, type(self.module).__name__)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class LinenCell(AdaptedCell):
+class LinenCell(_FlaxCell):
     """A ``flax.linen`` recurrent cell; ``params`` are the variables ``cell.apply`` takes."""
 
     library = "flax.linen"
@@ -180,15 +189,9 @@ class LinenCell(AdaptedCell):
         carry, _ = self.module.apply(variables, h, x)
         return _like(carry, h)
 
-    def _role(self, names):
-        role = _flax_role(names, type(self.module).__name__)
-        if role[0] == "unknown":
-            raise self._unknown(names)
-        return role
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class NNXCell(AdaptedCell):
+class NNXCell(_FlaxCell):
     """A ``flax.nnx`` recurrent cell; ``params`` is its ``nnx.Param`` state.
 
     Attributes:
@@ -206,12 +209,6 @@ class NNXCell(AdaptedCell):
         nnx = importlib.import_module("flax.nnx")
         carry, _ = nnx.merge(self.graphdef, params, self.rest)(h, x)
         return _like(carry, h)
-
-    def _role(self, names):
-        role = _flax_role(names, type(self.module).__name__)
-        if role[0] == "unknown":
-            raise self._unknown(names)
-        return role
 
 
 _EQUINOX_ROLES = {"weight_hh": ("recurrent", True), "weight_ih": ("input", True),
@@ -239,9 +236,7 @@ class EquinoxCell(AdaptedCell):
         return _like(eqx.combine(params, self.static)(x, h), h)
 
     def _role(self, names):
-        if not names or names[-1] not in _EQUINOX_ROLES:
-            raise self._unknown(names)
-        return _EQUINOX_ROLES[names[-1]]
+        return _EQUINOX_ROLES.get(names[-1] if names else None, ("unknown", False))
 
 
 def _carry_names(template) -> tuple:
