@@ -7,7 +7,7 @@ cost more than they give: on the 2-core benchmark machine a singular-value call 
 1.3-2x faster single-threaded for n = 128..1024 (n = 512: 27 ms -> 17 ms per matrix).
 XLA's own matrix products use XLA's thread pool and are not affected.
 
-:func:`single_threaded_lapack` wraps gradscope's compiled analysis calls: while one
+:func:`lapack_thread_limit` wraps gradscope's compiled analysis calls: while one
 runs (until its result is ready), OpenBLAS is held at one thread through
 ``threadpoolctl``, then restored. On an accelerator, or with a LAPACK that
 ``threadpoolctl`` does not see, it changes nothing. The environment variable
@@ -45,9 +45,9 @@ def _controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def single_threaded_lapack(compiled):
-    """Decorate a compiled call: run it with host BLAS/LAPACK at one thread (see :func:`lapack_threads`)
-    and wait for its result.
+def lapack_thread_limit(compiled):
+    """Decorate a compiled call: run it with host BLAS/LAPACK limited to :func:`lapack_threads` threads (one
+    by default) and wait for its result.
 
     The wrapped function blocks until its outputs are ready (the limit must hold while
     the computation runs), so it is meant for eager call sites, not inside ``jit``.

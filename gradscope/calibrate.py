@@ -35,7 +35,7 @@ import pandas as pd
 import scipy.optimize
 
 from gradscope import _checks, initializers
-from gradscope._lapack import single_threaded_lapack
+from gradscope._lapack import lapack_thread_limit
 from gradscope.compare import make_inputs
 from gradscope.phase import ScaledStep, draw_seeds, fit_lags, measure_rates
 
@@ -96,7 +96,7 @@ class Calibration:
                              "rate_std": self.rates.std(axis=-1)})
 
 
-@single_threaded_lapack
+@lapack_thread_limit
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _seed_rates(step, lags, untied, which, params, xs, h0, gain):
     def one(p, x, h):

@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from gradscope import _checks, initializers, metrics
-from gradscope._lapack import single_threaded_lapack
+from gradscope._lapack import lapack_thread_limit
 from gradscope.lags import select_lags
 from gradscope.spectra import Spectra, spectra_of
 
@@ -43,14 +43,6 @@ class SpectraResults:
     def summary(self) -> metrics.Summary:
         """Rates, horizon and verdict codes, each ``[configuration axes...]``."""
         return self.spectra.summary(self.thresholds)
-
-    def _summary_columns(self) -> dict:
-        """rate, rms_rate, horizon and verdict name, flattened over the configuration axes."""
-        summary = self.summary()
-        return {"rate": np.asarray(summary.rate, np.float64).ravel(),
-                "rms_rate": np.asarray(summary.rms_rate, np.float64).ravel(),
-                "horizon": np.asarray(summary.horizon, np.float64).ravel(),
-                "verdict": [metrics.verdict_name(c) for c in np.asarray(summary.verdict).ravel()]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +96,7 @@ class Comparison(SpectraResults):
     def _per_seed_table(self) -> pd.DataFrame:
         inits, seeds = np.meshgrid(np.arange(len(self.labels)), self.seeds, indexing="ij")
         return pd.DataFrame({"init": np.asarray(self.labels, dtype=object)[inits].ravel(), "seed": seeds.ravel(),
-                             **self._summary_columns()})
+                             **self.summary().columns()})
 
 
 def _aggregate_seeds(table: pd.DataFrame, thresholds: metrics.Thresholds) -> pd.DataFrame:
@@ -176,7 +168,7 @@ def make_inputs(inputs, seeds, num_steps: int, input_size: int, scale: float = 1
     return array
 
 
-@single_threaded_lapack
+@lapack_thread_limit
 @functools.partial(jax.jit, static_argnames=("step", "lags"))
 def _spectra_over_seeds(step, params, xs, h0, lags):
     return jax.vmap(lambda p, x: spectra_of(step, p, x, h0, lags))(params, xs)

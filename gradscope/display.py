@@ -77,14 +77,8 @@ def spectra_table(spectra) -> pd.DataFrame:
     """
     summary = spectra.summary()
     batch = np.shape(summary.rate)
-    verdicts = np.asarray(spectra.verdict(), dtype=object).reshape(-1)
-    return pd.DataFrame({
-        "entry": [str(index) if batch else "" for index in np.ndindex(*batch)],
-        "rate": np.asarray(summary.rate, np.float64).reshape(-1),
-        "rms_rate": np.asarray(summary.rms_rate, np.float64).reshape(-1),
-        "horizon": np.asarray(summary.horizon, np.float64).reshape(-1),
-        "verdict": verdicts,
-    })
+    return pd.DataFrame({"entry": [str(index) if batch else "" for index in np.ndindex(*batch)],
+                         **summary.columns()})
 
 
 def spectra_html(spectra) -> str:

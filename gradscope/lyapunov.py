@@ -30,7 +30,7 @@ import numpy as np
 
 from gradscope import _checks, engine
 from gradscope import spectra as _spectra
-from gradscope._lapack import single_threaded_lapack
+from gradscope._lapack import lapack_thread_limit
 
 __all__ = ["LyapunovSpectrum", "lyapunov_of", "lyapunov_spectrum", "qr_schedule"]
 
@@ -144,7 +144,7 @@ def lyapunov_of(step, params, xs, h0, frame, qr, accumulate, untied: bool = Fals
     return totals, finite
 
 
-@single_threaded_lapack
+@lapack_thread_limit
 @functools.partial(jax.jit, static_argnames=("step", "untied", "batch_axes"))
 def _lyapunov_core(step, params, xs, h0, frame, qr, accumulate, untied, batch_axes):
     one = functools.partial(lyapunov_of, step, params, h0=h0, frame=frame, qr=qr, accumulate=accumulate,

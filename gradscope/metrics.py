@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "VERDICTS",
@@ -100,6 +101,14 @@ class Summary(NamedTuple):
     rms_rate: jax.Array
     horizon: jax.Array
     verdict: jax.Array
+
+    def columns(self) -> dict:
+        """Table columns, flattened over the configuration axes: rate, rms_rate, horizon (float64) and
+        verdict (names)."""
+        return {"rate": np.asarray(self.rate, np.float64).ravel(),
+                "rms_rate": np.asarray(self.rms_rate, np.float64).ravel(),
+                "horizon": np.asarray(self.horizon, np.float64).ravel(),
+                "verdict": [verdict_name(c) for c in np.asarray(self.verdict).ravel()]}
 
 
 @jax.jit

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from gradscope import _checks, cells, theory
-from gradscope._lapack import single_threaded_lapack
+from gradscope._lapack import lapack_thread_limit
 from gradscope.spectra import spectra_of
 
 __all__ = [
@@ -202,7 +202,7 @@ def _grid_rates(step, lags, untied, chunk_size, seeds: SeedData, points):
     return jax.lax.map(at_point, points, batch_size=chunk_size)
 
 
-_grid_rates_jit = single_threaded_lapack(jax.jit(_grid_rates, static_argnums=(0, 1, 2, 3)))
+_grid_rates_jit = lapack_thread_limit(jax.jit(_grid_rates, static_argnums=(0, 1, 2, 3)))
 
 
 @dataclasses.dataclass(frozen=True)

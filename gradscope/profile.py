@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 from gradscope import engine, metrics, spectra
-from gradscope._lapack import single_threaded_lapack
+from gradscope._lapack import lapack_thread_limit
 from gradscope.lags import select_lags
 
 __all__ = [
@@ -442,7 +442,7 @@ def _states(step, params, xs, h0, untied):
     return flat_step, engine.unroll(flat_step, params, v0, xs, untied)[0]
 
 
-@single_threaded_lapack
+@lapack_thread_limit
 @functools.partial(jax.jit, static_argnames=("step", "max_lag", "spectrum_lags", "direction", "untied",
                                              "batch_axes", "block", "power_iters", "tol"))
 def _profile_core(step, params, xs, h0, max_lag, spectrum_lags, direction, untied, batch_axes, block,
@@ -523,7 +523,7 @@ def norm_profile(cell_or_step, params, xs, h0=None, **options) -> Profile:
     return jacobian_profile(cell_or_step, params, xs, h0, spectrum_lags=None, **options)
 
 
-@single_threaded_lapack
+@lapack_thread_limit
 @functools.partial(jax.jit, static_argnames=("step", "lags", "k", "oversample", "power_iters", "direction",
                                              "untied", "batch_axes"))
 def _top_core(step, params, xs, h0, key, lags, k, oversample, power_iters, direction, untied, batch_axes):

@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradscope import _checks, metrics
-from gradscope._lapack import single_threaded_lapack
+from gradscope._lapack import lapack_thread_limit
 from gradscope.compare import DEFAULT_INITIALIZERS, SpectraResults, labelled_initializers, make_inputs
 from gradscope.lags import select_lags
 from gradscope.spectra import Spectra, spectra_of
@@ -67,7 +67,7 @@ class GridComparison(SpectraResults):
         """One row per (init, gain, seed): rate, rms_rate, horizon, verdict."""
         inits, gains, seeds = np.meshgrid(np.arange(len(self.labels)), self.gains, self.seeds, indexing="ij")
         return pd.DataFrame({"init": np.asarray(self.labels, dtype=object)[inits].ravel(), "gain": gains.ravel(),
-                             "seed": seeds.ravel(), **self._summary_columns()})
+                             "seed": seeds.ravel(), **self.summary().columns()})
 
 
 def config_mesh(devices=None) -> Mesh:
@@ -117,7 +117,7 @@ def _gather(tree):
     return jax.tree_util.tree_map(np.asarray, tree)
 
 
-@single_threaded_lapack
+@lapack_thread_limit
 @functools.partial(jax.jit, static_argnames=("step", "lags", "chunk"))
 def _grid_core(step, params, xs, h0, lags, chunk):
     return jax.vmap(lambda p, x: spectra_of(step, p, x, h0, lags, chunk=chunk))(params, xs)

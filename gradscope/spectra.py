@@ -12,7 +12,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradscope import _checks, engine, metrics
-from gradscope._lapack import single_threaded_lapack
+from gradscope._lapack import lapack_thread_limit
 from gradscope.lags import select_lags
 
 __all__ = ["PreparedInputs", "Spectra", "block_indices", "forward_spectra", "jacobian_spectra", "prepare_inputs", "spectra_of"]
@@ -139,7 +139,7 @@ def block_indices(h0, select) -> tuple[int, ...]:
     return indices
 
 
-@single_threaded_lapack
+@lapack_thread_limit
 @functools.partial(jax.jit, static_argnames=("step", "lags", "direction", "untied", "batch_axes", "chunk",
                                              "block"))
 def _spectra_core(step, params, xs, h0, lags, direction, untied, batch_axes, chunk=None, block=None):

@@ -56,7 +56,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from gradscope import engine, initializers, metrics
-from gradscope._lapack import single_threaded_lapack
+from gradscope._lapack import lapack_thread_limit
 from gradscope.compare import labelled_initializers
 from gradscope.lags import select_lags
 from gradscope.spectra import Spectra, spectra_of
@@ -450,7 +450,7 @@ def _diagnose(cell, task, params, batch: Batch, lags) -> Checkpoint:
     return Checkpoint(loss, jnp.mean(per_example, axis=0), spectra)
 
 
-@single_threaded_lapack
+@lapack_thread_limit
 @functools.partial(jax.jit, static_argnames=("cell", "task", "lags"))
 def _checkpoint(cell, task, params, batch: Batch, lags) -> Checkpoint:
     one = lambda p: _diagnose(cell, task, p, batch, lags)  # noqa: E731

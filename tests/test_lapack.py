@@ -19,7 +19,7 @@ def test_limit_holds_during_the_call_and_is_restored(monkeypatch):
     before = _blas_threads()
     if not before:
         pytest.skip("no BLAS library visible to threadpoolctl")
-    seen = _lapack.single_threaded_lapack(lambda: (_blas_threads(), jnp.zeros(()))[0])()
+    seen = _lapack.lapack_thread_limit(lambda: (_blas_threads(), jnp.zeros(()))[0])()
     assert seen == [1] * len(before)
     assert _blas_threads() == before
 
