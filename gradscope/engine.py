@@ -26,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["SweepOutput", "apply_step_jacobian", "flatten_step", "initial_product", "log_spectrum", "product_stepper", "relative_resolution",
-           "sweep", "sweep_chunked", "unroll"]
+__all__ = ["SweepOutput", "apply_step_jacobian", "block_output", "flatten_step", "initial_carry", "initial_product",
+           "lag_gaps", "log_spectrum", "product_stepper", "relative_resolution", "sweep", "sweep_chunked",
+           "sweep_products", "unroll"]
 
 FlatStep = Callable[[object, jax.Array, object], jax.Array]
 
@@ -109,22 +110,50 @@ def relative_resolution(n: int, dtype) -> float:
     return float(n * np.finfo(dtype).eps)
 
 
-def _lag_gaps(lags: tuple[int, ...]) -> np.ndarray:
-    """Steps between consecutive kept lags (the first counted from lag 0)."""
+def lag_gaps(lags: tuple[int, ...]) -> np.ndarray:
+    """Steps between consecutive kept lags (the first counted from lag 0): what a sweep scans over."""
     return np.diff(np.concatenate([[0], np.asarray(lags, dtype=np.int32)])).astype(np.int32)
 
 
-def _block_output(rows, log_scale, columns, log_rel):
-    """Clamped log singular values, exact log Frobenius norm and floor of the kept block of ``Q``."""
-    block = rows if columns is None else rows[:, columns]
+def block_output(rows, log_scale, columns=None):
+    """Clamped log singular values, exact log Frobenius norm and floor of the kept block of ``Q``.
+
+    ``rows`` is ``Q`` (``[..., m, n]``, leading axes batch), ``log_scale`` its ``[...]`` log
+    scale, ``columns`` the flat state indices kept in the SVD (None: all). The resolution
+    floor follows from the block's shape (:func:`relative_resolution` of its larger side).
+    """
+    block = rows if columns is None else rows[..., np.asarray(columns)]
+    log_rel = float(np.log(relative_resolution(max(block.shape[-2:]), block.dtype)))
     log_sv, floor = log_spectrum(jnp.linalg.svd(block, compute_uv=False), log_scale, log_rel)
-    return log_sv, log_scale + jnp.log(jnp.linalg.norm(block)), floor
+    return log_sv, log_scale + jnp.log(jnp.linalg.norm(block, axis=(-2, -1))), floor
 
 
-def _resolution_for(states, start_rows, columns) -> float:
-    n = states.shape[1]
-    shape = (n if start_rows is None else len(start_rows), n if columns is None else len(columns))
-    return float(np.log(relative_resolution(max(shape), states.dtype)))
+def initial_carry(states, start_rows: np.ndarray | None = None):
+    """The sweep's starting carry ``(Q_0, s_0, finite, k=0)``; ``finite`` says whether the states are."""
+    rows, log_scale = initial_product(states.shape[1], states.dtype, start_rows)
+    return rows, log_scale, jnp.all(jnp.isfinite(states)), jnp.int32(0)
+
+
+def sweep_products(advance: Callable, carry, gaps):
+    """Advance ``carry`` (see :func:`initial_carry`) through ``gaps`` and return the products it passes.
+
+    ``advance`` is a :func:`product_stepper`; ``gaps[i]`` steps lead to the i-th kept
+    lag (a gap of 0 repeats the last product). Returns ``(carry, (Q [len(gaps), m, n],
+    log_scale [len(gaps)]))``: the normalised product and its log scale at each kept lag.
+    """
+
+    def segment(carry, gap):
+        carry = _advance_by(advance, carry, gap)
+        return carry, carry[:2]
+
+    return jax.lax.scan(segment, carry, gaps)
+
+
+def _advance_by(advance, carry, gap):
+    """The carry ``gap`` lags further on."""
+    rows, log_scale, finite, k = carry
+    rows, log_scale, finite = jax.lax.fori_loop(k + 1, k + gap + 1, advance, (rows, log_scale, finite))
+    return rows, log_scale, finite, k + gap
 
 
 def sweep(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...],
@@ -142,17 +171,13 @@ def sweep(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...],
     rows index ``h_0`` and columns ``h_k``.
     """
     advance = product_stepper(flat_step, params, states, xs, direction, untied)
-    log_rel = _resolution_for(states, start_rows, columns)
 
     def segment(carry, gap):
-        rows, log_scale, finite, k = carry
-        rows, log_scale, finite = jax.lax.fori_loop(k + 1, k + gap + 1, advance, (rows, log_scale, finite))
-        log_sv, log_fro, floor = _block_output(rows, log_scale, columns, log_rel)
-        return (rows, log_scale, finite, k + gap), (log_sv, log_fro, floor)
+        carry = _advance_by(advance, carry, gap)
+        return carry, block_output(carry[0], carry[1], columns)
 
-    rows, log_scale = initial_product(states.shape[1], states.dtype, start_rows)
-    init = (rows, log_scale, jnp.all(jnp.isfinite(states)), jnp.int32(0))
-    (_, _, finite, _), (log_sv, log_fro, floor) = jax.lax.scan(segment, init, _lag_gaps(lags))
+    (_, _, finite, _), (log_sv, log_fro, floor) = jax.lax.scan(segment, initial_carry(states, start_rows),
+                                                               lag_gaps(lags))
     return SweepOutput(log_sv, log_fro, floor, finite & jnp.all(~jnp.isnan(log_sv)))
 
 
@@ -212,25 +237,16 @@ def sweep_chunked(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...]
     are kept and a batched SVD is cheaper than many small calls (accelerators).
     The results equal :func:`sweep`'s (same products, same SVD routine).
     """
-    gaps = _lag_gaps(lags)
+    gaps = lag_gaps(lags)
     num_chunks = -(-len(gaps) // chunk)
     gaps = np.concatenate([gaps, np.zeros(num_chunks * chunk - len(gaps), np.int32)]).reshape(num_chunks, chunk)
     advance = product_stepper(flat_step, params, states, xs, direction, untied)
-    log_rel = _resolution_for(states, start_rows, columns)
-    batched_output = jax.vmap(lambda rows, scale: _block_output(rows, scale, columns, log_rel))
-
-    def segment(carry, gap):
-        rows, log_scale, finite, k = carry
-        rows, log_scale, finite = jax.lax.fori_loop(k + 1, k + gap + 1, advance, (rows, log_scale, finite))
-        return (rows, log_scale, finite, k + gap), (rows, log_scale)
 
     def one_chunk(carry, chunk_gaps):
-        carry, (products, log_scales) = jax.lax.scan(segment, carry, chunk_gaps)
-        return carry, batched_output(products, log_scales)
+        carry, (products, log_scales) = sweep_products(advance, carry, chunk_gaps)
+        return carry, block_output(products, log_scales, columns)
 
-    rows, log_scale = initial_product(states.shape[1], states.dtype, start_rows)
-    init = (rows, log_scale, jnp.all(jnp.isfinite(states)), jnp.int32(0))
-    (_, _, finite, _), (log_sv, log_fro, floor) = jax.lax.scan(one_chunk, init, gaps)
+    (_, _, finite, _), (log_sv, log_fro, floor) = jax.lax.scan(one_chunk, initial_carry(states, start_rows), gaps)
     flat = lambda a: a.reshape(num_chunks * chunk, *a.shape[2:])[: len(lags)]  # noqa: E731
     log_sv, log_fro, floor = flat(log_sv), flat(log_fro), flat(floor)
     return SweepOutput(log_sv, log_fro, floor, finite & jnp.all(~jnp.isnan(log_sv)))

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from gradscope import _checks, engine, metrics
+from gradscope import _checks, engine, metrics, pipeline
 from gradscope._lapack import lapack_thread_limit
 from gradscope.lags import select_lags
 
@@ -236,7 +236,8 @@ def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backw
 
 def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
                      direction: str = "backward", dtype=None, untied: bool = False,
-                     batch_axes: int | None = None, chunk: int | None = None, block=None) -> Spectra:
+                     batch_axes: int | None = None, chunk: int | None = None, block=None,
+                     pipelined: bool | None = None) -> Spectra:
     """Singular values of ``dh_T/dh_{T-k}`` for every requested lag k, in one reverse sweep.
 
     The cell is unrolled with ``lax.scan`` from ``h0`` over ``xs``; one sweep then
@@ -258,13 +259,21 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
         dtype: ``"float32"``/``"float64"`` to compute in; default from params and h0.
         untied: per-step parameters (a deep feed-forward stack).
         batch_axes: leading batch axes of ``xs``; inferred for built-in cells, else 0.
-        chunk: if set, store the products of ``chunk`` consecutive kept lags and take their
-            singular values in one batched SVD (memory ``chunk * n^2``); same results as the
-            default one-SVD-per-lag path.
+        chunk: kept lags whose products are stored together (memory ``chunk * n^2``).
+            Pipelined: about this many lags per compiled chunk (default: a quarter of the
+            lags, at most as many as fit in 32 MB). Not pipelined: None takes each lag's SVD in the sweep;
+            an int takes the chunk's SVDs in one batched call inside the sweep (suits
+            accelerators). The results are the same either way.
         block: ``None`` for the full state (the default: the gradient travels through
             all of it), or ``(select_output, select_input)``, two functions of the state
             pytree, for a block of the product. ``(lambda s: s.c, lambda s: s.c)`` on an
             LSTM gives the cell path ``dc_T/dc_{T-k}`` (all routes through h included).
+        pipelined: run the sweep in compiled chunks and take their SVDs on one host thread
+            per core while the next chunk forms (:mod:`gradscope.pipeline`), or as one
+            compiled program (False). Default: pipelined on a CPU, where it spreads the SVDs
+            over the cores, when the SVD work is large enough to pay for the dispatch
+            (:func:`gradscope.pipeline.worth_pipelining`: n = 128 with 100 lags, n = 64 with
+            400); one program elsewhere, and always under ``jit``/``vmap``.
 
     Returns:
         :class:`Spectra` with ``.lags`` and ``.log_singular_values`` ``[..., len(lags), n]``.
@@ -279,9 +288,29 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
     if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
         raise ValueError(f"chunk must be a positive int (lags per batched SVD) or None, got {chunk!r}")
     block = None if block is None else tuple(block_indices(h0, select) for select in block)
-    result = _spectra_core(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block)
+    if _use_pipeline(pipelined, (params, xs, h0), len(kept), ravel_pytree(h0)[0].size):
+        result = _pipelined_spectra(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block)
+    else:
+        result = _spectra_core(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block)
     _raise_if_overflowed(result)
     return result
+
+
+def _use_pipeline(pipelined: bool | None, inputs, num_lags: int, state_size: int) -> bool:
+    if pipelined is None:
+        return (jax.default_backend() == "cpu" and _checks.is_concrete(inputs)
+                and pipeline.worth_pipelining(num_lags, state_size))
+    if pipelined and not _checks.is_concrete(inputs):
+        raise ValueError("pipelined=True runs eagerly and cannot be traced (jit/vmap/grad); "
+                         "pass pipelined=False (or None) inside a transformation")
+    return bool(pipelined)
+
+
+@lapack_thread_limit
+def _pipelined_spectra(step, params, xs, h0, lags, direction, untied, batch_axes, chunk, block) -> Spectra:
+    rows, columns = (None if b is None else tuple(int(i) for i in b) for b in _carried_block(block, direction))
+    out = pipeline.pipelined_sweep(step, params, xs, h0, lags, direction, untied, batch_axes, rows, columns, chunk)
+    return Spectra(out.log_singular_values, out.log_frobenius, out.log_floor, out.finite, lags, direction)
 
 
 def forward_spectra(cell_or_step, params, xs, h0=None, **options) -> Spectra:

@@ -107,16 +107,17 @@ def _check(reference, result, products, rtol, log_tol, log_min_rel=0.0):
     np.testing.assert_allclose(np.asarray(result.log_frobenius, np.float64), ref_fro, rtol=0, atol=10 * rtol)
 
 
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "one-program"])
 @pytest.mark.parametrize("name", CASE_NAMES)
-def test_every_lag_matches_jacrev(reference, case_reference, name):
+def test_every_lag_matches_jacrev(reference, case_reference, name, pipelined):
     target, _, params, xs, h0 = make_case(name)
-    result32 = gradscope.jacobian_spectra(target, params, xs, h0)
+    result32 = gradscope.jacobian_spectra(target, params, xs, h0, pipelined=pipelined)
     assert result32.log_singular_values.dtype == jnp.float32
     np.testing.assert_array_equal(result32.lags, ALL_LAGS)
     _check(reference, result32, case_reference(name), F32_RTOL, F32_LOG_TOL)
     with jax.enable_x64(True):  # the same parameter values, computed in float64
         params, xs, h0 = reference.to_float64((params, xs, h0))
-        result64 = gradscope.jacobian_spectra(target, params, xs, h0, dtype="float64")
+        result64 = gradscope.jacobian_spectra(target, params, xs, h0, dtype="float64", pipelined=pipelined)
         assert result64.log_singular_values.dtype == jnp.float64
         _check(reference, result64, case_reference(name), F64_RTOL, F64_LOG_TOL, F64_LOG_MIN_REL)
 
