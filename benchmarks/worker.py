@@ -20,6 +20,7 @@ import numpy as np
 from problems import Problem, arrays, spread_order
 
 TOP = 8  # singular values per lag kept for the cross-check between implementations
+REPEATS = 7  # timed repeats after the first call, within half the budget (the fastest is kept)
 SERIAL_FLOOR = "reference: SVDs one at a time in a compiled loop (jax, single-threaded LAPACK)"
 THREADED_FLOOR = "floor: SVDs on one host thread per core (jax, single-threaded LAPACK)"
 
@@ -58,8 +59,8 @@ def _jax_problem(problem: Problem):
 def _timed(fn, budget: float = 0.0):
     """``(first call seconds incl. compile, best later call, result)``.
 
-    Repeats the call (at most 3 more times) while the repeats stay within half the
-    budget, and keeps the fastest: a shared machine only ever adds time.
+    Repeats the call (at most ``REPEATS`` more times) while the repeats stay within half
+    the budget, and keeps the fastest: a shared machine only ever adds time.
     """
     import jax
 
@@ -67,7 +68,7 @@ def _timed(fn, budget: float = 0.0):
     jax.block_until_ready(fn())
     first = time.perf_counter() - start
     best, spent = float("inf"), 0.0
-    for _ in range(3):
+    for _ in range(REPEATS):
         start = time.perf_counter()
         out = jax.block_until_ready(fn())
         elapsed = time.perf_counter() - start

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from tqdm.auto import tqdm
 
 from gradscope import engine
 
@@ -43,6 +44,8 @@ CHUNK_BYTES = 32 * 2**20
 MIN_CHUNKS = 4
 """Chunks an automatic chunk size aims for: the first chunk's products and the last chunk's SVDs
 do not overlap with anything, so fewer, longer chunks leave more of the work unoverlapped."""
+PROGRESS_DELAY = 2.0
+"""Seconds a pipelined analysis runs before its progress bar appears (short calls show none)."""
 MIN_WORK = 1e8
 """Pipelining pays on a CPU above about this much SVD work, ``lags * n^3``: below it the
 per-chunk dispatch costs more than the threads save (2-core measurements: 1.2-1.3x slower
@@ -146,7 +149,7 @@ def _decompose(products, log_scales, columns, x64: bool):
 def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str = "backward",
                     untied: bool = False, batch_axes: int = 0, start_rows: tuple | None = None,
                     columns: tuple | None = None, chunk: int | None = None,
-                    workers: int | None = None) -> engine.SweepOutput:
+                    workers: int | None = None, progress: bool | None = None) -> engine.SweepOutput:
     """The all-lag sweep of :func:`gradscope.engine.sweep`, as a pipeline of chunks (see the module doc).
 
     Args:
@@ -160,6 +163,8 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
         chunk: about how many kept lags per chunk (rounded to a multiple of ``workers``);
             None picks :func:`auto_chunk`.
         workers: host threads for the SVDs; default :func:`cpu_workers`.
+        progress: show a progress bar over the chunks once the call has run for
+            :data:`PROGRESS_DELAY` seconds (default: only on a terminal); False hides it.
 
     Returns:
         :class:`gradscope.engine.SweepOutput` with the batch axes leading.
@@ -172,15 +177,24 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
     gaps = np.concatenate([gaps, np.zeros(num_chunks * size - len(gaps), np.int32)]).reshape(num_chunks, size)
     states, carry = _start(step, params, xs, h0, untied, batch_axes, start_rows)
     x64 = bool(jax.config.jax_enable_x64)
-    pending = []
-    for chunk_gaps in gaps:
-        carry, parts = _sweep_chunk(step, params, xs, h0, states, carry, jnp.asarray(chunk_gaps), direction,
-                                    untied, batch_axes, workers)
-        pending.append([_pool(workers).submit(_decompose, *part, columns, x64) for part in parts])
-        if len(pending) > 2:  # hold at most three chunks of products
-            concurrent.futures.wait(pending[-3])
-    outputs = [[future.result() for future in futures] for futures in pending]
+    pending, outputs = [], []
+    with tqdm(total=num_chunks, desc=f"spectra at {len(lags)} lags", unit="chunk", delay=PROGRESS_DELAY,
+              disable=None if progress is None else not progress) as bar:
+        for chunk_gaps in gaps:
+            carry, parts = _sweep_chunk(step, params, xs, h0, states, carry, jnp.asarray(chunk_gaps), direction,
+                                        untied, batch_axes, workers)
+            pending.append([_pool(workers).submit(_decompose, *part, columns, x64) for part in parts])
+            if len(pending) > 2:  # hold at most three chunks of products
+                outputs.append(_collect(pending.pop(0), bar))
+        outputs += [_collect(futures, bar) for futures in pending]
     return _assemble(outputs, carry[2], len(lags), jnp.shape(carry[1]))
+
+
+def _collect(futures, bar) -> list:
+    """Wait for one chunk's parts; advance the progress bar."""
+    results = [future.result() for future in futures]
+    bar.update(1)
+    return results
 
 
 def _assemble(outputs, finite, num_lags: int, batch_shape: tuple) -> engine.SweepOutput:

@@ -237,7 +237,7 @@ def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backw
 def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
                      direction: str = "backward", dtype=None, untied: bool = False,
                      batch_axes: int | None = None, chunk: int | None = None, block=None,
-                     pipelined: bool | None = None) -> Spectra:
+                     pipelined: bool | None = None, progress: bool | None = None) -> Spectra:
     """Singular values of ``dh_T/dh_{T-k}`` for every requested lag k, in one reverse sweep.
 
     The cell is unrolled with ``lax.scan`` from ``h0`` over ``xs``; one sweep then
@@ -274,6 +274,8 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
             over the cores, when the SVD work is large enough to pay for the dispatch
             (:func:`gradscope.pipeline.worth_pipelining`: n = 128 with 100 lags, n = 64 with
             400); one program elsewhere, and always under ``jit``/``vmap``.
+        progress: pipelined only: a progress bar over the chunks, shown once the call has
+            run for 2 s (default: only on a terminal); False hides it.
 
     Returns:
         :class:`Spectra` with ``.lags`` and ``.log_singular_values`` ``[..., len(lags), n]``.
@@ -289,7 +291,8 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
         raise ValueError(f"chunk must be a positive int (lags per batched SVD) or None, got {chunk!r}")
     block = None if block is None else tuple(block_indices(h0, select) for select in block)
     if _use_pipeline(pipelined, (params, xs, h0), len(kept), ravel_pytree(h0)[0].size):
-        result = _pipelined_spectra(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block)
+        result = _pipelined_spectra(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block,
+                                    progress)
     else:
         result = _spectra_core(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block)
     _raise_if_overflowed(result)
@@ -307,9 +310,10 @@ def _use_pipeline(pipelined: bool | None, inputs, num_lags: int, state_size: int
 
 
 @lapack_thread_limit
-def _pipelined_spectra(step, params, xs, h0, lags, direction, untied, batch_axes, chunk, block) -> Spectra:
+def _pipelined_spectra(step, params, xs, h0, lags, direction, untied, batch_axes, chunk, block, progress) -> Spectra:
     rows, columns = (None if b is None else tuple(int(i) for i in b) for b in _carried_block(block, direction))
-    out = pipeline.pipelined_sweep(step, params, xs, h0, lags, direction, untied, batch_axes, rows, columns, chunk)
+    out = pipeline.pipelined_sweep(step, params, xs, h0, lags, direction, untied, batch_axes, rows, columns, chunk,
+                                   progress=progress)
     return Spectra(out.log_singular_values, out.log_frobenius, out.log_floor, out.finite, lags, direction)
 
 

@@ -131,3 +131,14 @@ def test_small_problems_run_as_one_program(vanilla, monkeypatch):
     assert not pipeline.worth_pipelining(23, 12) and pipeline.worth_pipelining(200, 256)
     gradscope.jacobian_spectra(cell, params, xs)
     assert calls == []
+
+
+def test_progress_bar_counts_every_chunk(vanilla, monkeypatch, capsys):
+    monkeypatch.setattr(pipeline, "PROGRESS_DELAY", 0.0)
+    cell, params, xs = vanilla
+    gradscope.jacobian_spectra(cell, params, xs, pipelined=True, chunk=6, progress=True)
+    num_chunks, _ = pipeline._chunk_plan(23, 6, pipeline.cpu_workers())
+    err = capsys.readouterr().err
+    assert "spectra at 23 lags: 100%" in err and f"{num_chunks}/{num_chunks}" in err
+    gradscope.jacobian_spectra(cell, params, xs, pipelined=True, chunk=6, progress=False)
+    assert capsys.readouterr().err == ""
