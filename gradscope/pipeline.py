@@ -154,12 +154,15 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
 
     Args:
         step: the (hashable) step function ``step(params, h, x)`` on the state pytree.
-        params, xs, h0: checked and cast inputs (see :func:`gradscope.spectra.prepare_inputs`);
-            ``xs`` may carry ``batch_axes`` leading batch axes.
+        params: checked and cast parameters (see :func:`gradscope.spectra.prepare_inputs`).
+        xs: checked and cast inputs, with ``batch_axes`` leading batch axes.
+        h0: the initial state pytree.
         lags: sorted kept lags in [0, T].
-        direction, untied: as in :func:`gradscope.engine.sweep`.
+        direction: ``"backward"`` or ``"forward"``, as in :func:`gradscope.engine.sweep`.
+        untied: per-step parameters, as in :func:`gradscope.engine.sweep`.
         batch_axes: leading batch axes of ``xs`` (each entry is swept; params and h0 are shared).
-        start_rows, columns: flat state indices of a block of the product (tuples), or None.
+        start_rows: flat state indices of the block's carried rows (a tuple), or None for all.
+        columns: flat state indices of the block's columns kept in the SVD (a tuple), or None.
         chunk: about how many kept lags per chunk (rounded to a multiple of ``workers``);
             None picks :func:`auto_chunk`.
         workers: host threads for the SVDs; default :func:`cpu_workers`.
