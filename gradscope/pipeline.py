@@ -103,7 +103,7 @@ def _start(step, params, xs, h0, untied, batch_axes, start_rows):
     def one(x):
         flat_step, v0, _ = engine.flatten_step(step, h0)
         states, _ = engine.unroll(flat_step, params, v0, x, untied)
-        return states, engine.initial_carry(states, None if start_rows is None else np.asarray(start_rows))
+        return states, engine.initial_carry(states, start_rows)
 
     return _vmapped(one, batch_axes)(xs)
 
@@ -131,7 +131,6 @@ def _sweep_chunk(step, params, xs, h0, states, carry, gaps, direction, untied, b
 @functools.partial(jax.jit, static_argnames=("columns",))
 def _part_spectra(products, log_scales, columns):
     """:func:`gradscope.engine.block_output` of each product, one matrix per LAPACK call."""
-    columns = None if columns is None else np.asarray(columns)
     return jax.lax.map(lambda pair: engine.block_output(*pair, columns), (products, log_scales))
 
 
