@@ -84,8 +84,7 @@ def _products(cell, params, xs, count: int) -> np.ndarray:
 
     from gradscope import engine
 
-    flat_step, v0, _ = engine.flatten_step(cell.step, cell.initial_state())
-    states, _ = engine.unroll(flat_step, params, v0, xs)
+    flat_step, states = engine.unrolled_states(cell.step, params, xs, cell.initial_state())
     advance = engine.product_stepper(flat_step, params, states, xs)
 
     @jax.jit
@@ -193,8 +192,7 @@ def _naive_jax(cell, params, xs, problem, budget):
 
     from gradscope import engine
 
-    flat_step, v0, _ = engine.flatten_step(cell.step, cell.initial_state())
-    states, _ = engine.unroll(flat_step, params, v0, xs)
+    flat_step, states = engine.unrolled_states(cell.step, params, xs, cell.initial_state())
     order = spread_order(range(1, problem.steps + 1))
     seconds, done, log_sv = per_lag_jacrev(flat_step, params, states, xs, order, budget)
     return _record("peer (c): naive JAX, jax.jacrev per lag", seconds, done, problem.steps, log_sv=log_sv,

@@ -27,8 +27,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 __all__ = ["SweepOutput", "apply_step_jacobian", "block_output", "flatten_step", "initial_carry", "initial_product",
-           "lag_gaps", "log_spectrum", "product_stepper", "relative_resolution", "sweep", "sweep_chunked",
-           "sweep_products", "unroll"]
+           "lag_gaps", "log_spectrum", "over_batch_axes", "product_stepper", "relative_resolution", "sweep",
+           "sweep_chunked", "sweep_products", "unroll", "unrolled_states"]
 
 FlatStep = Callable[[object, jax.Array, object], jax.Array]
 
@@ -63,6 +63,19 @@ def flatten_step(step, h0) -> tuple[FlatStep, jax.Array, Callable]:
 
 def _params_at(params, i, untied: bool):
     return jax.tree_util.tree_map(lambda p: p[i], params) if untied else params
+
+
+def unrolled_states(step, params, xs, h0, untied: bool = False) -> tuple[FlatStep, jax.Array]:
+    """``(flat_step, states)``: the step on flat vectors and the unrolled states h_0..h_{T-1} from ``h0``."""
+    flat_step, v0, _ = flatten_step(step, h0)
+    return flat_step, unroll(flat_step, params, v0, xs, untied)[0]
+
+
+def over_batch_axes(fn: Callable, batch_axes: int) -> Callable:
+    """``fn`` vmapped over ``batch_axes`` leading axes of every argument (``fn`` itself for 0)."""
+    for _ in range(batch_axes):
+        fn = jax.vmap(fn)
+    return fn
 
 
 def unroll(flat_step: FlatStep, params, v0: jax.Array, xs, untied: bool = False):

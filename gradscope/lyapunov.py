@@ -120,8 +120,7 @@ def lyapunov_of(step, params, xs, h0, frame, qr, accumulate, untied: bool = Fals
         ``(totals, finite)``: ``totals[t]`` ``[T, k]`` is the summed log growth of each
         vector up to step t+1 (counting only accumulated QRs); ``finite`` a scalar bool.
     """
-    flat_step, v0, _ = engine.flatten_step(step, h0)
-    states, _ = engine.unroll(flat_step, params, v0, xs, untied)
+    flat_step, states = engine.unrolled_states(step, params, xs, h0, untied)
     per_step = params if untied else ()  # tied parameters are closed over, not scanned
 
     def body(carry, inputs):
@@ -149,9 +148,7 @@ def lyapunov_of(step, params, xs, h0, frame, qr, accumulate, untied: bool = Fals
 def _lyapunov_core(step, params, xs, h0, frame, qr, accumulate, untied, batch_axes):
     one = functools.partial(lyapunov_of, step, params, h0=h0, frame=frame, qr=qr, accumulate=accumulate,
                             untied=untied)
-    for _ in range(batch_axes):
-        one = jax.vmap(one)
-    return one(xs)
+    return engine.over_batch_axes(one, batch_axes)(xs)
 
 
 def _check_schedule(num_steps: int, transient: int, interval: int) -> None:

@@ -90,22 +90,15 @@ def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="gradscope-svd")
 
 
-def _vmapped(fn, batch_axes: int):
-    for _ in range(batch_axes):
-        fn = jax.vmap(fn)
-    return fn
-
-
 @functools.partial(jax.jit, static_argnames=("step", "untied", "batch_axes", "start_rows"))
 def _start(step, params, xs, h0, untied, batch_axes, start_rows):
     """Unrolled states and the sweep's initial carry, per batch entry."""
 
     def one(x):
-        flat_step, v0, _ = engine.flatten_step(step, h0)
-        states, _ = engine.unroll(flat_step, params, v0, x, untied)
+        states = engine.unrolled_states(step, params, x, h0, untied)[1]
         return states, engine.initial_carry(states, start_rows)
 
-    return _vmapped(one, batch_axes)(xs)
+    return engine.over_batch_axes(one, batch_axes)(xs)
 
 
 @functools.partial(jax.jit, static_argnames=("step", "direction", "untied", "batch_axes", "workers"))
@@ -121,7 +114,7 @@ def _sweep_chunk(step, params, xs, h0, states, carry, gaps, direction, untied, b
         advance = engine.product_stepper(flat_step, params, s, x, direction, untied)
         return engine.sweep_products(advance, c, gaps)
 
-    carry, (products, log_scales) = _vmapped(one, batch_axes)(xs, states, carry)
+    carry, (products, log_scales) = engine.over_batch_axes(one, batch_axes)(xs, states, carry)
     products = products.reshape(-1, workers, len(gaps) // workers, *products.shape[-2:])
     log_scales = log_scales.reshape(-1, workers, len(gaps) // workers)
     return carry, tuple((products[:, w].reshape(-1, *products.shape[-2:]), log_scales[:, w].reshape(-1))

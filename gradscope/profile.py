@@ -431,24 +431,13 @@ def _iterations(minimum, maximum) -> tuple[int, int]:
     return low, high
 
 
-def _batched(fn, xs, batch_axes: int):
-    for _ in range(batch_axes):
-        fn = jax.vmap(fn)
-    return fn(xs)
-
-
-def _states(step, params, xs, h0, untied):
-    flat_step, v0, _ = engine.flatten_step(step, h0)
-    return flat_step, engine.unroll(flat_step, params, v0, xs, untied)[0]
-
-
 @lapack_thread_limit
 @functools.partial(jax.jit, static_argnames=("step", "max_lag", "spectrum_lags", "direction", "untied",
                                              "batch_axes", "block", "power_iters", "tol"))
 def _profile_core(step, params, xs, h0, max_lag, spectrum_lags, direction, untied, batch_axes, block,
                   power_iters, tol):
     def one(x):
-        flat_step, states = _states(step, params, x, h0, untied)
+        flat_step, states = engine.unrolled_states(step, params, x, h0, untied)
         out = profile_sweep(flat_step, params, states, x, max_lag, spectrum_lags or (), direction, untied,
                             block, power_iters, tol)
         spec = None if spectrum_lags is None else spectra.Spectra(
@@ -456,7 +445,7 @@ def _profile_core(step, params, xs, h0, max_lag, spectrum_lags, direction, untie
             spectrum_lags, direction)
         return Profile(out.log_sigma_max, out.log_frobenius, out.residual, spec, out.finite,
                        max_lag, direction, states.shape[1])
-    return _batched(one, xs, batch_axes)
+    return engine.over_batch_axes(one, batch_axes)(xs)
 
 
 def jacobian_profile(cell_or_step, params, xs, h0=None, *, spectrum_lags="log", num_log_lags: int = 32,
@@ -528,10 +517,10 @@ def norm_profile(cell_or_step, params, xs, h0=None, **options) -> Profile:
                                              "untied", "batch_axes"))
 def _top_core(step, params, xs, h0, key, lags, k, oversample, power_iters, direction, untied, batch_axes):
     def one(x):
-        flat_step, states = _states(step, params, x, h0, untied)
+        flat_step, states = engine.unrolled_states(step, params, x, h0, untied)
         out = top_k_sweep(flat_step, params, states, x, lags, k, oversample, power_iters, key, direction, untied)
         return TopSpectra(out.log_singular_values, out.log_floor, out.finite, lags, direction, states.shape[1])
-    return _batched(one, xs, batch_axes)
+    return engine.over_batch_axes(one, batch_axes)(xs)
 
 
 def top_singular_values(cell_or_step, params, xs, h0=None, *, k: int = 8, lags="log", num_log_lags: int = 32,

@@ -103,8 +103,7 @@ def spectra_of(step, params, xs, h0, lags: tuple[int, ...], direction: str = "ba
     ``block`` is ``None`` (the full product) or ``(output_indices, input_indices)``,
     two tuples of flat state indices (see :func:`block_indices`).
     """
-    flat_step, v0, _ = engine.flatten_step(step, h0)
-    states, _ = engine.unroll(flat_step, params, v0, xs, untied)
+    flat_step, states = engine.unrolled_states(step, params, xs, h0, untied)
     rows, columns = _carried_block(block, direction)
     if chunk is None:
         out = engine.sweep(flat_step, params, states, xs, lags, direction, untied, rows, columns)
@@ -145,9 +144,7 @@ def block_indices(h0, select) -> tuple[int, ...]:
 def _spectra_core(step, params, xs, h0, lags, direction, untied, batch_axes, chunk=None, block=None):
     one = functools.partial(spectra_of, step, params, h0=h0, lags=lags, direction=direction, untied=untied,
                             chunk=chunk, block=block)
-    for _ in range(batch_axes):
-        one = jax.vmap(one)
-    return one(xs)
+    return engine.over_batch_axes(one, batch_axes)(xs)
 
 
 def _num_steps(xs, batch_axes: int) -> int:
