@@ -8,11 +8,11 @@ pipeline instead:
 
 * the calling thread dispatches the sweep one chunk of kept lags at a time (one
   compiled program, reused for every chunk); each call returns the chunk's
-  normalised products ``Q_k`` and their log scales, split into one contiguous part
-  per worker;
-* a pool of host threads, one per core, each waits for its part and takes its
-  singular values (a second compiled program, one matrix at a time), while the
-  next chunk's products are already forming.
+  normalised products ``Q_k`` and their log scales;
+* each chunk's SVDs are split into tasks, contiguous runs of its products (one per
+  worker, finer for the last chunk); a pool of host threads, one per core, takes
+  the tasks as it frees up and computes their singular values (a second compiled
+  program, one matrix at a time), while the next chunk's products are already forming.
 
 The products, the SVD routine and so the results are those of
 :func:`gradscope.engine.sweep`. At most three chunks of products are held at once (the
@@ -44,6 +44,11 @@ CHUNK_BYTES = 32 * 2**20
 MIN_CHUNKS = 4
 """Chunks an automatic chunk size aims for: the first chunk's products and the last chunk's SVDs
 do not overlap with anything, so fewer, longer chunks leave more of the work unoverlapped."""
+TAIL_TASKS_PER_WORKER = 4
+"""Tasks the last chunk's SVDs are split into, per worker thread (other chunks: one per
+worker). Threads take tasks as they free up, so at the end of an analysis one thread
+would otherwise run its last long task alone; each task costs a dispatch, so only the
+tail is split finer."""
 PROGRESS_DELAY = 2.0
 """Seconds a pipelined analysis runs before its progress bar appears (short calls show none)."""
 MIN_WORK = 1e8
@@ -72,17 +77,22 @@ def auto_chunk(num_lags: int, state_size: int, itemsize: int, workers: int) -> i
     return max(workers, min(fitting, -(-num_lags // MIN_CHUNKS)))
 
 
-def _chunk_plan(num_lags: int, chunk: int, workers: int) -> tuple[int, int]:
-    """``(chunks, lags per chunk)``: equal chunks whose size is a multiple of ``workers``, covering
-    ``num_lags`` with the least padding (padded lags cost an SVD each), using between the fewest
-    chunks of at most about ``chunk`` lags and twice as many."""
-    fewest = -(-num_lags // max(chunk, workers))
+def _chunk_plan(num_lags: int, chunk: int) -> tuple[int, list[int]]:
+    """``(size, kept)``: lags per chunk program, and how many lags each chunk keeps.
 
-    def size(num_chunks):
-        return workers * -(-num_lags // (num_chunks * workers))
+    The lags are split into the fewest near-equal chunks of at most ``chunk`` lags. A
+    chunk keeping fewer than ``size`` is padded with gaps of 0 (a copy of the last
+    product, never decomposed), so every chunk runs the same compiled program.
+    """
+    kept = [len(part) for part in np.array_split(np.arange(num_lags), -(-num_lags // max(1, chunk)))]
+    return kept[0], kept
 
-    best = min(range(fewest, 2 * fewest + 1), key=lambda c: (c * size(c) - num_lags, c))
-    return best, size(best)
+
+def _tasks(entries: int, size: int, real: int, num_tasks: int) -> list[np.ndarray]:
+    """Flat product indices of one chunk (``entries`` batch entries of ``size`` lags, the first
+    ``real`` of them kept), split into ``num_tasks`` contiguous tasks (fewer if there are fewer products)."""
+    kept = (np.arange(entries)[:, None] * size + np.arange(real)).ravel().astype(np.int32)
+    return np.array_split(kept, min(kept.size, num_tasks))
 
 
 @functools.lru_cache(maxsize=4)
@@ -101,13 +111,10 @@ def _start(step, params, xs, h0, untied, batch_axes, start_rows):
     return engine.over_batch_axes(one, batch_axes)(xs)
 
 
-@functools.partial(jax.jit, static_argnames=("step", "direction", "untied", "batch_axes", "workers"))
-def _sweep_chunk(step, params, xs, h0, states, carry, gaps, direction, untied, batch_axes, workers):
-    """Advance every batch entry through ``gaps``; return the carry and one ``(Q, log_scale)`` part per worker.
-
-    Part ``w`` holds lags ``[w c/W, (w + 1) c/W)`` of the chunk for every batch entry,
-    flattened to ``[entries * c/W, m, n]`` (entry-major).
-    """
+@functools.partial(jax.jit, static_argnames=("step", "direction", "untied", "batch_axes"))
+def _sweep_chunk(step, params, xs, h0, states, carry, gaps, direction, untied, batch_axes):
+    """Advance every batch entry through ``gaps``; return the carry and the chunk's ``(Q, log_scale)``,
+    flattened entry-major to ``[entries * len(gaps), m, n]`` and ``[entries * len(gaps)]``."""
 
     def one(x, s, c):
         flat_step, _, _ = engine.flatten_step(step, h0)
@@ -115,27 +122,24 @@ def _sweep_chunk(step, params, xs, h0, states, carry, gaps, direction, untied, b
         return engine.sweep_products(advance, c, gaps)
 
     carry, (products, log_scales) = engine.over_batch_axes(one, batch_axes)(xs, states, carry)
-    products = products.reshape(-1, workers, len(gaps) // workers, *products.shape[-2:])
-    log_scales = log_scales.reshape(-1, workers, len(gaps) // workers)
-    return carry, tuple((products[:, w].reshape(-1, *products.shape[-2:]), log_scales[:, w].reshape(-1))
-                        for w in range(workers))
+    return carry, (products.reshape(-1, *products.shape[-2:]), log_scales.reshape(-1))
 
 
 @functools.partial(jax.jit, static_argnames=("columns",))
-def _part_spectra(products, log_scales, columns):
-    """:func:`gradscope.engine.block_output` of each product, one matrix per LAPACK call."""
-    return jax.lax.map(lambda pair: engine.block_output(*pair, columns), (products, log_scales))
+def _task_spectra(products, log_scales, indices, columns):
+    """:func:`gradscope.engine.block_output` of the products at ``indices``, one matrix per LAPACK call."""
+    return jax.lax.map(lambda i: engine.block_output(products[i], log_scales[i], columns), indices)
 
 
-def _decompose(products, log_scales, columns, x64: bool):
-    """Worker task: wait for the part's products, then take their spectra here, on this thread.
+def _decompose(products, log_scales, indices, columns, x64: bool):
+    """Worker task: wait for the chunk's products, then take the spectra at ``indices`` here, on this thread.
 
     ``x64`` is the caller's 64-bit setting: ``jax.enable_x64`` is thread-local, and without
     it a worker would compute float64 products in float32.
     """
     jax.block_until_ready((products, log_scales))
     with jax.enable_x64(x64):
-        return jax.device_get(_part_spectra(products, log_scales, columns))
+        return jax.device_get(_task_spectra(products, log_scales, indices, columns))
 
 
 def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str = "backward",
@@ -155,8 +159,8 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
         batch_axes: leading batch axes of ``xs`` (each entry is swept; params and h0 are shared).
         start_rows: flat state indices of the block's carried rows (a tuple), or None for all.
         columns: flat state indices of the block's columns kept in the SVD (a tuple), or None.
-        chunk: about how many kept lags per chunk (rounded to a multiple of ``workers``);
-            None picks :func:`auto_chunk`.
+        chunk: at most this many kept lags per chunk (the lags are split into near-equal
+            chunks); None picks :func:`auto_chunk`.
         workers: host threads for the SVDs; default :func:`cpu_workers`.
         progress: show a progress bar over the chunks once the call has run for
             :data:`PROGRESS_DELAY` seconds (default: only on a terminal); False hides it.
@@ -167,38 +171,41 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
     workers = workers or cpu_workers()
     flat_h0 = ravel_pytree(h0)[0]
     chunk = chunk or auto_chunk(len(lags), flat_h0.size, flat_h0.dtype.itemsize, workers)
-    num_chunks, size = _chunk_plan(len(lags), chunk, workers)
-    gaps = engine.lag_gaps(lags)
-    gaps = np.concatenate([gaps, np.zeros(num_chunks * size - len(gaps), np.int32)]).reshape(num_chunks, size)
+    size, kept = _chunk_plan(len(lags), chunk)
+    bounds = np.cumsum([0] + kept)
+    gaps = [np.pad(engine.lag_gaps(lags)[a:b], (0, size - (b - a))) for a, b in zip(bounds[:-1], bounds[1:])]
     states, carry = _start(step, params, xs, h0, untied, batch_axes, start_rows)
+    batch_shape = jnp.shape(carry[1])
+    entries = int(np.prod(batch_shape, dtype=np.int64))
     x64 = bool(jax.config.jax_enable_x64)
     pending, outputs = [], []
-    with tqdm(total=num_chunks, desc=f"spectra at {len(lags)} lags", unit="chunk", delay=PROGRESS_DELAY,
+    with tqdm(total=len(kept), desc=f"spectra at {len(lags)} lags", unit="chunk", delay=PROGRESS_DELAY,
               disable=None if progress is None else not progress) as bar:
-        for chunk_gaps in gaps:
-            carry, parts = _sweep_chunk(step, params, xs, h0, states, carry, jnp.asarray(chunk_gaps), direction,
-                                        untied, batch_axes, workers)
-            pending.append([_pool(workers).submit(_decompose, *part, columns, x64) for part in parts])
+        for index, (real, chunk_gaps) in enumerate(zip(kept, gaps)):
+            carry, (products, log_scales) = _sweep_chunk(step, params, xs, h0, states, carry, chunk_gaps,
+                                                         direction, untied, batch_axes)
+            num_tasks = workers * (TAIL_TASKS_PER_WORKER if index == len(kept) - 1 else 1)
+            pending.append((real, [_pool(workers).submit(_decompose, products, log_scales, task, columns, x64)
+                                   for task in _tasks(entries, size, real, num_tasks)]))
             if len(pending) > 2:  # hold at most three chunks of products
-                outputs.append(_collect(pending.pop(0), bar))
-        outputs += [_collect(futures, bar) for futures in pending]
-    return _assemble(outputs, carry[2], len(lags), jnp.shape(carry[1]))
+                outputs.append(_collect(*pending.pop(0), entries, bar))
+        outputs += [_collect(*chunk_tasks, entries, bar) for chunk_tasks in pending]
+    return _assemble(outputs, carry[2], batch_shape)
 
 
-def _collect(futures, bar) -> list:
-    """Wait for one chunk's parts; advance the progress bar."""
+def _collect(real: int, futures, entries: int, bar) -> tuple:
+    """Wait for one chunk's tasks; return its ``(log_sv, log_fro, floor)`` as ``[entries, real, ...]``."""
     results = [future.result() for future in futures]
     bar.update(1)
-    return results
+    return tuple(np.concatenate([r[field] for r in results]).reshape(entries, real, *results[0][field].shape[1:])
+                 for field in range(3))
 
 
-def _assemble(outputs, finite, num_lags: int, batch_shape: tuple) -> engine.SweepOutput:
-    """Join the workers' ``(log_sv, log_fro, floor)`` parts into ``[*batch, lags, ...]`` arrays."""
-    entries = int(np.prod(batch_shape, dtype=np.int64))
+def _assemble(outputs, finite, batch_shape: tuple) -> engine.SweepOutput:
+    """Join the chunks' ``(log_sv, log_fro, floor)`` into ``[*batch, lags, ...]`` arrays."""
 
     def join(field):
-        parts = [part[field].reshape(entries, -1, *part[field].shape[1:]) for chunk in outputs for part in chunk]
-        joined = np.concatenate(parts, axis=1)[:, :num_lags]
+        joined = np.concatenate([chunk[field] for chunk in outputs], axis=1)
         return jnp.asarray(joined.reshape(*batch_shape, *joined.shape[1:]))
 
     log_sv, log_fro, floor = join(0), join(1), join(2)

@@ -106,16 +106,20 @@ def test_pipelined_refuses_tracing(vanilla):
         jax.jit(lambda x: gradscope.jacobian_spectra(cell, params, x, pipelined=True).log_frobenius)(xs)
 
 
-@pytest.mark.parametrize("num_lags, chunk, workers", [(200, 64, 2), (200, 32, 2), (1000, 64, 2), (23, 5, 2),
-                                                      (3, 64, 16), (7, 1, 1), (130, 32, 3)])
-def test_chunk_plan_covers_lags_with_least_padding(num_lags, chunk, workers):
-    num_chunks, size = pipeline._chunk_plan(num_lags, chunk, workers)
-    assert size % workers == 0 and num_chunks * size >= num_lags
-    assert num_chunks * (size - workers) < num_lags  # a smaller multiple of workers would not cover them
-    fewest = -(-num_lags // max(chunk, workers))  # chunks of at most about `chunk` lags
-    assert fewest <= num_chunks <= 2 * fewest
-    padding = num_chunks * size - num_lags
-    assert padding == min(c * workers * -(-num_lags // (c * workers)) - num_lags for c in range(fewest, 2 * fewest + 1))
+@pytest.mark.parametrize("num_lags, chunk", [(200, 64), (200, 50), (1000, 64), (23, 5), (3, 64), (7, 1), (130, 32)])
+def test_chunk_plan_uses_fewest_near_equal_chunks(num_lags, chunk):
+    size, kept = pipeline._chunk_plan(num_lags, chunk)
+    assert sum(kept) == num_lags and len(kept) == -(-num_lags // chunk)  # every lag, fewest chunks of <= chunk
+    assert size == max(kept) <= chunk and max(kept) - min(kept) <= 1
+
+
+@pytest.mark.parametrize("entries, size, real, num_tasks", [(1, 50, 50, 2), (1, 50, 13, 8), (3, 10, 7, 2), (2, 4, 1, 8)])
+def test_tasks_cover_each_kept_product_once(entries, size, real, num_tasks):
+    tasks = pipeline._tasks(entries, size, real, num_tasks)
+    flat = np.concatenate(tasks)
+    expected = [e * size + lag for e in range(entries) for lag in range(real)]  # padded lags are never decomposed
+    np.testing.assert_array_equal(flat, expected)  # in order, so joining the tasks' outputs keeps lag order
+    assert len(tasks) == min(num_tasks, entries * real) and max(map(len, tasks)) - min(map(len, tasks)) <= 1
 
 
 def test_auto_chunk_bounds_memory():
@@ -137,7 +141,7 @@ def test_progress_bar_counts_every_chunk(vanilla, monkeypatch, capsys):
     monkeypatch.setattr(pipeline, "PROGRESS_DELAY", 0.0)
     cell, params, xs = vanilla
     gradscope.jacobian_spectra(cell, params, xs, pipelined=True, chunk=6, progress=True)
-    num_chunks, _ = pipeline._chunk_plan(23, 6, pipeline.cpu_workers())
+    num_chunks = len(pipeline._chunk_plan(23, 6)[1])
     err = capsys.readouterr().err
     assert "spectra at 23 lags: 100%" in err and f"{num_chunks}/{num_chunks}" in err
     gradscope.jacobian_spectra(cell, params, xs, pipelined=True, chunk=6, progress=False)
