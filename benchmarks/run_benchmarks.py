@@ -302,7 +302,9 @@ def write_report(results, path: Path, quick: bool, threads: int, budget: float) 
                "- **Work**: every singular value of every backward product dh_T/dh_(T-k), k = 1..T, float32, "
                "unless a row says otherwise. gradscope and floor rows are the steady-state time of a compiled "
                "call, the fastest of up to 7 repeats that fit in half the cap (the first call, with "
-               "compilation, is its own column); peers run as written.",
+               "compilation, is its own column); peers run as written. The JAX floor rows and gradscope's "
+               "full-spectra rows are timed in rounds, each once per round in turn, so that a busy moment of "
+               "the machine slows them alike and their ratio compares like with like.",
                "- **Peers**: (a) `torch.autograd.functional.jacobian` of the unrolled map per lag, then "
                "`torch.linalg.svdvals` (the default `vectorize=False`, and `vectorize=True` where listed); "
                "(b) `torch.func.jacrev` of one step at every t, a reverse cumulative product (renormalised, as "

@@ -23,6 +23,7 @@ TOP = 8  # singular values per lag kept for the cross-check between implementati
 REPEATS = 7  # timed repeats after the first call, within half the budget (the fastest is kept)
 SERIAL_FLOOR = "reference: SVDs one at a time in a compiled loop (jax, single-threaded LAPACK)"
 THREADED_FLOOR = "floor: SVDs on one host thread per core (jax, single-threaded LAPACK)"
+FULL = "gradscope: full spectra, every lag"
 
 
 def _record(method, seconds, lags_done, num_lags, *, first_call=None, log_sv=None, floor=None, note=""):
@@ -57,25 +58,37 @@ def _jax_problem(problem: Problem):
 
 
 def _timed(fn, budget: float = 0.0):
-    """``(first call seconds incl. compile, best later call, result)``.
+    """``(first call seconds incl. compile, best later call, result)`` of one function (see :func:`_timed_rounds`)."""
+    return _timed_rounds({"": fn}, budget)[""]
 
-    Repeats the call (at most ``REPEATS`` more times) while the repeats stay within half
-    the budget, and keeps the fastest: a shared machine only ever adds time.
+
+def _timed_rounds(calls: dict, budget: float) -> dict:
+    """``{name: (first call seconds incl. compile, best later call, result)}`` for each of ``calls``.
+
+    After a first call each, the calls are timed in rounds, every call once per round in
+    turn, so that a slow moment of this shared machine slows all of them alike and the
+    ratios between them are measured under the same load. Rounds repeat (at most
+    ``REPEATS``) while they fit in half the budget per call; the fastest time is kept.
     """
     import jax
 
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    best, spent = float("inf"), 0.0
-    for _ in range(REPEATS):
+    def once(fn):
         start = time.perf_counter()
         out = jax.block_until_ready(fn())
+        return time.perf_counter() - start, out
+
+    results = {name: [*once(fn)] for name, fn in calls.items()}
+    best = dict.fromkeys(calls, float("inf"))
+    spent = 0.0
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        for name, fn in calls.items():
+            best[name] = min(best[name], once(fn)[0])
         elapsed = time.perf_counter() - start
-        best, spent = min(best, elapsed), spent + elapsed
-        if spent + elapsed > budget / 2:
+        spent += elapsed
+        if spent + elapsed > budget / 2 * len(calls):
             break
-    return first, best, out
+    return {name: (first, best[name], out) for name, (first, out) in results.items()}
 
 
 def _products(cell, params, xs, count: int) -> np.ndarray:
@@ -99,9 +112,13 @@ def _products(cell, params, xs, count: int) -> np.ndarray:
     return np.asarray(run())
 
 
-def _floor_jax(cell, params, xs, problem, budget, products_path):
+def _floor_calls(cell, params, xs, problem, budget, products_path) -> tuple[int, float, dict]:
     """The SVDs alone, of the actual products: batched (LAPACK threads as installed, and single-threaded),
-    on one host thread per core, and one per call in a compiled loop; four rows."""
+    on one host thread per core, and one per call in a compiled loop.
+
+    Returns ``(matrices, seconds for one matrix, {row name: (call, note)})``; the calls
+    decompose as many products as fit in the budget (all ``problem.steps`` if they do).
+    """
     import jax
     import jax.numpy as jnp
 
@@ -110,25 +127,28 @@ def _floor_jax(cell, params, xs, problem, budget, products_path):
     svdvals = jax.jit(lambda m: jnp.linalg.svd(m, compute_uv=False))
     one = _products(cell, params, xs, 1)
     per_matrix = _timed(lambda: svdvals(one), budget)[1]
-    count = int(min(problem.steps, max(2, budget // max(per_matrix, 1e-6))))
+    count = len(_prefix(problem, per_matrix, budget))
     batch = _products(cell, params, xs, count)
     np.save(products_path, batch)
-    seconds = _timed(lambda: svdvals(batch), budget)[1]
-    single = _timed(lambda: lapack_thread_limit(svdvals)(batch), budget)[1]
     one_by_one = jax.jit(lambda m: jax.lax.map(lambda a: jnp.linalg.svd(a, compute_uv=False), m))
-    threaded = _timed(lambda: lapack_thread_limit(_on_host_threads)(one_by_one, batch), budget)[1]
-    serial = _timed(lambda: lapack_thread_limit(one_by_one)(batch), budget)[1]
-    return [_record("floor: batched SVD (jax)", seconds, count, problem.steps,
-                    note="jnp.linalg.svd(compute_uv=False) of the actual normalised products, one batched call, "
-                         "LAPACK threads as installed"),
-            _record("floor: batched SVD (jax, single-threaded LAPACK)", single, count, problem.steps,
-                    note="the same call with OpenBLAS held at one thread (threadpoolctl), as gradscope runs it"),
-            _record(THREADED_FLOOR, threaded, count, problem.steps,
-                    note=f"the products split into {os.cpu_count()} contiguous parts, each decomposed one matrix "
-                         "per call (lax.map) on its own Python thread, single-threaded LAPACK"),
-            _record(SERIAL_FLOOR, serial, count, problem.steps,
-                    note="one SVD per call inside a compiled loop (lax.map), single-threaded LAPACK: the SVD work "
-                         "of a sweep that keeps its SVDs inside one compiled program")]
+    calls = {
+        "floor: batched SVD (jax)": (
+            lambda: svdvals(batch),
+            "jnp.linalg.svd(compute_uv=False) of the actual normalised products, one batched call, "
+            "LAPACK threads as installed"),
+        "floor: batched SVD (jax, single-threaded LAPACK)": (
+            lambda: lapack_thread_limit(svdvals)(batch),
+            "the same call with OpenBLAS held at one thread (threadpoolctl), as gradscope runs it"),
+        THREADED_FLOOR: (
+            lambda: lapack_thread_limit(_on_host_threads)(one_by_one, batch),
+            f"the products split into {os.cpu_count()} contiguous parts, each decomposed one matrix per call "
+            "(lax.map) on its own Python thread, single-threaded LAPACK"),
+        SERIAL_FLOOR: (
+            lambda: lapack_thread_limit(one_by_one)(batch),
+            "one SVD per call inside a compiled loop (lax.map), single-threaded LAPACK: the SVD work of a sweep "
+            "that keeps its SVDs inside one compiled program"),
+    }
+    return count, per_matrix, calls
 
 
 def _on_host_threads(decompose, batch):
@@ -149,16 +169,23 @@ def _prefix(problem, per_lag, budget):
     return tuple(range(1, min(count, problem.steps) + 1))
 
 
-def _gradscope_full(cell, params, xs, problem, budget, per_svd, pipelined=None):
+def _full_spectra_calls(cell, params, xs, lags, one_program: bool) -> dict:
+    """``{row name: (call, note)}`` for gradscope's full spectra at ``lags`` (pipelined, and one program)."""
     import gradscope
 
-    lags = _prefix(problem, per_svd, budget)
-    run = lambda: gradscope.jacobian_spectra(cell, params, xs, lags=lags, pipelined=pipelined)  # noqa: E731
-    first, seconds, out = _timed(run, budget)
+    def run(pipelined):
+        return lambda: gradscope.jacobian_spectra(cell, params, xs, lags=lags, pipelined=pipelined)
+
+    calls = {FULL: (run(None), "the default on CPU: sweep in compiled chunks, SVDs on one host thread per core")}
+    if one_program:
+        calls[FULL + " (one program, pipelined=False)"] = (run(False), "")
+    return calls
+
+
+def _full_spectra_record(name, timing, lags, problem, note):
+    first, seconds, out = timing
     log_sv = {k: out.log_singular_values[i] for i, k in enumerate(lags)}
     floor = {k: out.log_floor[i] for i, k in enumerate(lags)}
-    name = "gradscope: full spectra, every lag" + (" (one program, pipelined=False)" if pipelined is False else "")
-    note = "" if pipelined is False else "the default on CPU: sweep in compiled chunks, SVDs on one host thread per core"
     return _record(name, seconds, lags, problem.steps, first_call=first, log_sv=log_sv, floor=floor, note=note)
 
 
@@ -203,12 +230,15 @@ def jax_group(spec) -> list[dict]:
     """gradscope's modes, peer (c) and the JAX SVD floor for one problem."""
     problem, budget = Problem(**spec["problem"]), spec["budget"]
     cell, params, xs = _jax_problem(problem)
-    rows = _floor_jax(cell, params, xs, problem, budget, spec["products_path"])
-    per_svd = min(row["seconds"] for row in rows) / rows[0]["lags_done"]
-    full = _gradscope_full(cell, params, xs, problem, budget, per_svd)
-    rows.append(full)
-    if "one_program" in spec["methods"]:
-        rows.append(_gradscope_full(cell, params, xs, problem, budget, per_svd, pipelined=False))
+    count, per_matrix, floors = _floor_calls(cell, params, xs, problem, budget, spec["products_path"])
+    lags = _prefix(problem, per_matrix, budget)
+    full_calls = _full_spectra_calls(cell, params, xs, lags, "one_program" in spec["methods"])
+    calls = {**floors, **full_calls}
+    timings = _timed_rounds({name: call for name, (call, _) in calls.items()}, budget)
+    rows = [_record(name, timings[name][1], count, problem.steps, note=note) for name, (_, note) in floors.items()]
+    rows += [_full_spectra_record(name, timings[name], lags, problem, note) for name, (_, note) in full_calls.items()]
+    per_svd = min(row["seconds"] for row in rows[:len(floors)]) / count
+    full = rows[len(floors)]
     if "profile" in spec["methods"]:
         rows.append(_gradscope_profile(cell, params, xs, problem, budget))
     per_step = max(full["seconds"] / full["lags_done"] - per_svd, 1e-5)
