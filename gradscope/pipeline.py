@@ -88,6 +88,13 @@ def _chunk_plan(num_lags: int, chunk: int) -> tuple[int, list[int]]:
     return kept[0], kept
 
 
+def _chunk_gaps(lags: tuple[int, ...], size: int, kept: list[int]) -> list[np.ndarray]:
+    """Each chunk's steps between kept lags (:func:`gradscope.engine.lag_gaps`), padded with 0 to ``size``."""
+    bounds = np.cumsum([0] + kept)
+    gaps = engine.lag_gaps(lags)
+    return [np.pad(gaps[start:stop], (0, size - (stop - start))) for start, stop in zip(bounds[:-1], bounds[1:])]
+
+
 def _tasks(entries: int, size: int, real: int, num_tasks: int) -> list[np.ndarray]:
     """Flat product indices of one chunk (``entries`` batch entries of ``size`` lags, the first
     ``real`` of them kept), split into ``num_tasks`` contiguous tasks (fewer if there are fewer products)."""
@@ -172,8 +179,6 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
     flat_h0 = ravel_pytree(h0)[0]
     chunk = chunk or auto_chunk(len(lags), flat_h0.size, flat_h0.dtype.itemsize, workers)
     size, kept = _chunk_plan(len(lags), chunk)
-    bounds = np.cumsum([0] + kept)
-    gaps = [np.pad(engine.lag_gaps(lags)[a:b], (0, size - (b - a))) for a, b in zip(bounds[:-1], bounds[1:])]
     states, carry = _start(step, params, xs, h0, untied, batch_axes, start_rows)
     batch_shape = jnp.shape(carry[1])
     entries = int(np.prod(batch_shape, dtype=np.int64))
@@ -181,7 +186,7 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
     pending, outputs = [], []
     with tqdm(total=len(kept), desc=f"spectra at {len(lags)} lags", unit="chunk", delay=PROGRESS_DELAY,
               disable=None if progress is None else not progress) as bar:
-        for index, (real, chunk_gaps) in enumerate(zip(kept, gaps)):
+        for index, (real, chunk_gaps) in enumerate(zip(kept, _chunk_gaps(lags, size, kept))):
             carry, (products, log_scales) = _sweep_chunk(step, params, xs, h0, states, carry, chunk_gaps,
                                                          direction, untied, batch_axes)
             num_tasks = workers * (TAIL_TASKS_PER_WORKER if index == len(kept) - 1 else 1)
