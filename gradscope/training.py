@@ -642,8 +642,8 @@ class TrainingRun:
         """One row per (setting, seed): diagnostics at init, outcome of training.
 
         Columns: ``init`` (the setting's label), ``seed``, ``clip_norm``, ``rate_at_init``,
-        ``horizon_at_init``, ``verdict_at_init``, ``final_loss``, ``loss_ratio``
-        (final loss / task baseline), ``clipped_fraction``, ``diverged``.
+        ``rms_rate_at_init``, ``horizon_at_init``, ``verdict_at_init`` (:meth:`gradscope.metrics.Summary.columns`
+        at init), ``final_loss``, ``loss_ratio`` (final loss / task baseline), ``clipped_fraction``, ``diverged``.
         """
         summary = self.summary(0)
         grid = np.meshgrid(np.arange(len(self.labels)), self.seeds, indexing="ij")
@@ -652,9 +652,7 @@ class TrainingRun:
             "init": np.asarray(self.labels, dtype=object)[grid[0]].ravel(),
             "seed": grid[1].ravel(),
             "clip_norm": np.asarray([np.nan if c is None else c for c in self.clip_norms])[grid[0]].ravel(),
-            "rate_at_init": flat(summary.rate),
-            "horizon_at_init": flat(summary.horizon),
-            "verdict_at_init": [metrics.verdict_name(c) for c in np.asarray(summary.verdict).ravel()],
+            **{f"{name}_at_init": values for name, values in summary.columns().items()},
             "final_loss": flat(self.final_loss),
             "loss_ratio": flat(self.final_loss) / self.task.baseline,
             "clipped_fraction": flat(self.clipped_fraction()),
@@ -671,17 +669,15 @@ class TrainingRun:
         return pd.DataFrame(columns)
 
     def checkpoint_table(self) -> pd.DataFrame:
-        """Long table, one row per (setting, seed, checkpoint): eval loss and spectra summary."""
-        spectra = self.spectra
-        summary = spectra.summary(self.thresholds)
+        """Long table, one row per (setting, seed, checkpoint): eval loss and the spectra summary
+        (:meth:`gradscope.metrics.Summary.columns`: rate, rms_rate, horizon, verdict)."""
+        summary = self.spectra.summary(self.thresholds)
         grid = np.meshgrid(np.arange(len(self.labels)), self.seeds, self.steps, indexing="ij")
         return pd.DataFrame({
             "init": np.asarray(self.labels, dtype=object)[grid[0]].ravel(), "seed": grid[1].ravel(),
             "step": grid[2].ravel(),
             "eval_loss": np.asarray(self.checkpoints.eval_loss, np.float64).ravel(),
-            "rate": np.asarray(summary.rate, np.float64).ravel(),
-            "horizon": np.asarray(summary.horizon, np.float64).ravel(),
-            "verdict": [metrics.verdict_name(c) for c in np.asarray(summary.verdict).ravel()],
+            **summary.columns(),
         })
 
     def hidden_grad_table(self) -> pd.DataFrame:

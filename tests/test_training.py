@@ -139,6 +139,14 @@ def test_checkpoint_spectra_are_the_cells_spectra_at_init(run):
     assert run.summary(0).horizon.shape == (2, 1)
 
 
+def test_run_table_at_init_equals_the_first_checkpoint_rows(run):
+    at_init = run.to_dataframe()  # summary of checkpoint 0 alone
+    first = run.checkpoint_table().query(f"step == {run.steps[0]}")  # summary over all checkpoints, then sliced
+    for name in ("rate", "rms_rate", "horizon"):
+        np.testing.assert_allclose(at_init[f"{name}_at_init"], first[name], rtol=1e-6)
+    assert list(at_init["verdict_at_init"]) == list(first["verdict"])
+
+
 def test_experiment_is_deterministic_under_a_fixed_key(run):
     again = training.train(CELL, TASK, INITS, config=CONFIG, key=jax.random.key(7), progress=False)
     for a, b in zip(jax.tree_util.tree_leaves((run.record, run.checkpoints)),
