@@ -332,12 +332,13 @@ def write_report(results, path: Path, quick: bool, threads: int, budget: float) 
                "the mean per lag is unbiased.",
                "- **Check**: the largest difference in log singular value between each method and gradscope's "
                "full spectra, over the top 8 values at the lags both computed (values gradscope resolves only). "
-               "A large difference is the peer losing the product to float32's range: peer (c) forms the raw "
-               "product, whose entries at long lags fall below float32's smallest normal number (about "
-               "e^-87, reached near lag 200 for the tanh RNNs here), and XLA on CPU flushes such subnormal "
-               "numbers to zero, so its largest singular values drift and then vanish (log = -inf). "
-               "gradscope keeps each product as exp(s) Q with ||Q|| = 1, and the PyTorch peers renormalise "
-               "(b) or keep subnormal numbers (a).",
+               "Differences up to about 1/n come from rounding near the resolution floor. A large difference "
+               "is the peer losing the product to float32's range: peers (a) and (c) form the raw product, "
+               "whose entries at long lags fall below float32's smallest normal number (about e^-87, "
+               "reached near lag 200 for the tanh RNNs here). XLA on CPU flushes such subnormal numbers to "
+               "zero, so peer (c)'s largest singular values drift and then vanish (log = -inf); PyTorch "
+               "keeps them, which carries peer (a) to about e^-103 but not to T = 1000. gradscope keeps "
+               "each product as exp(s) Q with ||Q|| = 1, and peer (b) renormalises in the same way.",
                "- **Profile / norms-only / top-k** rows do less work than full spectra (see their notes); their "
                "ratios show what that buys.", ""]
     body = ["## Results", ""]
