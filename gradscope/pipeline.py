@@ -133,20 +133,33 @@ def _sweep_chunk(step, params, xs, h0, states, carry, gaps, direction, untied, b
 
 
 @functools.partial(jax.jit, static_argnames=("columns",))
-def _task_spectra(products, log_scales, indices, columns):
-    """:func:`gradscope.engine.block_output` of the products at ``indices``, one matrix per LAPACK call."""
-    return jax.lax.map(lambda i: engine.block_output(products[i], log_scales[i], columns), indices)
+def _task_spectra(products, log_scales, indices, count, columns):
+    """:func:`gradscope.engine.block_output` of the products at ``indices[:count]``, one matrix per LAPACK call.
+
+    ``indices`` has one length for every task of an analysis (the rest is padding), so
+    this compiles once however the tasks are cut; rows from ``count`` on are left zero.
+    """
+    one = lambda i: engine.block_output(products[indices[i]], log_scales[indices[i]], columns)  # noqa: E731
+    out = jax.tree_util.tree_map(lambda a: jnp.zeros((len(indices), *a.shape), a.dtype), jax.eval_shape(one, 0))
+
+    def body(i, out):
+        return jax.tree_util.tree_map(lambda rows, value: rows.at[i].set(value), out, one(i))
+
+    return jax.lax.fori_loop(0, count, body, out)
 
 
-def _decompose(products, log_scales, indices, columns, x64: bool):
+def _decompose(products, log_scales, indices, length: int, columns, x64: bool):
     """Worker task: wait for the chunk's products, then take the spectra at ``indices`` here, on this thread.
 
-    ``x64`` is the caller's 64-bit setting: ``jax.enable_x64`` is thread-local, and without
-    it a worker would compute float64 products in float32.
+    ``indices`` is padded to ``length`` (see :func:`_task_spectra`). ``x64`` is the caller's
+    64-bit setting: ``jax.enable_x64`` is thread-local, and without it a worker would
+    compute float64 products in float32.
     """
     jax.block_until_ready((products, log_scales))
+    padded = np.pad(indices, (0, length - len(indices)))
     with jax.enable_x64(x64):
-        return jax.device_get(_task_spectra(products, log_scales, indices, columns))
+        out = jax.device_get(_task_spectra(products, log_scales, padded, len(indices), columns))
+    return tuple(field[:len(indices)] for field in out)
 
 
 def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str = "backward",
@@ -183,6 +196,7 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
     batch_shape = jnp.shape(carry[1])
     entries = int(np.prod(batch_shape, dtype=np.int64))
     x64 = bool(jax.config.jax_enable_x64)
+    length = -(-entries * size // workers)  # the longest task: a chunk's products over the workers
     pending, outputs = [], []
     with tqdm(total=len(kept), desc=f"spectra at {len(lags)} lags", unit="chunk", delay=PROGRESS_DELAY,
               disable=None if progress is None else not progress) as bar:
@@ -190,7 +204,7 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
             carry, (products, log_scales) = _sweep_chunk(step, params, xs, h0, states, carry, chunk_gaps,
                                                          direction, untied, batch_axes)
             num_tasks = workers * (TAIL_TASKS_PER_WORKER if index == len(kept) - 1 else 1)
-            pending.append((real, [_pool(workers).submit(_decompose, products, log_scales, task, columns, x64)
+            pending.append((real, [_pool(workers).submit(_decompose, products, log_scales, task, length, columns, x64)
                                    for task in _tasks(entries, size, real, num_tasks)]))
             if len(pending) > 2:  # hold at most three chunks of products
                 outputs.append(_collect(*pending.pop(0), entries, bar))
