@@ -122,7 +122,7 @@ def _floor_calls(cell, params, xs, problem, budget, products_path) -> tuple[int,
     import jax
     import jax.numpy as jnp
 
-    from gradscope._lapack import lapack_thread_limit
+    from gradscope.core._lapack import lapack_thread_limit
 
     svdvals = jax.jit(lambda m: jnp.linalg.svd(m, compute_uv=False))
     one = _products(cell, params, xs, 1)
@@ -190,7 +190,7 @@ def _full_spectra_record(name, timing, lags, problem, note):
 
 
 def _gradscope_profile(cell, params, xs, problem, budget):
-    from gradscope.profile import jacobian_profile
+    from gradscope.analysis.profile import jacobian_profile
 
     first, seconds, out = _timed(lambda: jacobian_profile(cell, params, xs), budget)
     note = f"sigma_max + RMS at all {problem.steps} lags; full spectra at {len(out.spectrum_lags)} log-spaced lags"
@@ -198,7 +198,7 @@ def _gradscope_profile(cell, params, xs, problem, budget):
 
 
 def _gradscope_norms(cell, params, xs, problem, budget, per_step):
-    from gradscope.profile import norm_profile
+    from gradscope.analysis.profile import norm_profile
 
     lags = _prefix(problem, per_step, budget)
     first, seconds, _ = _timed(lambda: norm_profile(cell, params, xs, max_lag=len(lags)), budget)
@@ -207,7 +207,7 @@ def _gradscope_norms(cell, params, xs, problem, budget, per_step):
 
 
 def _gradscope_topk(cell, params, xs, problem, budget):
-    from gradscope.profile import top_singular_values
+    from gradscope.analysis.profile import top_singular_values
 
     first, seconds, out = _timed(lambda: top_singular_values(cell, params, xs, k=8), budget)
     return _record("gradscope: top-8, matrix-free", seconds, len(out.lags), len(out.lags), first_call=first,
@@ -297,7 +297,7 @@ def torch_group(spec) -> list[dict]:
 def sweep_jax_group(spec) -> list[dict]:
     """gradscope.compare and compare_grid over the grid, with the number of traces counted."""
     import gradscope
-    from gradscope.sharding import compare_grid
+    from gradscope.analysis.sharding import compare_grid
 
     calls = [0]
 

@@ -1,45 +1,100 @@
 """gradscope: how the gradient travels back through time in a recurrent network.
 
-The package namespace only re-exports; see the modules for the pieces.
+The flow, one folder a stage:
+
+* :mod:`gradscope.cells`: what is analysed (classic cells, adapters for other libraries);
+  :mod:`gradscope.initializers` draws their weights;
+* :mod:`gradscope.core`: the engine (unroll, reverse sweep in log domain, CPU pipeline);
+* :mod:`gradscope.analysis`: spectra, profiles, Lyapunov spectra, metrics, comparisons;
+* :mod:`gradscope.theory` and :mod:`gradscope.training`: what theory predicts, what training shows;
+* outputs: :mod:`gradscope.plotting` (figures), :mod:`gradscope.display` (Jupyter, the
+  HTML report) and :mod:`gradscope.cli` (the ``gradscope`` command).
+
+This namespace only re-exports, and lazily: ``import gradscope`` loads nothing beyond
+what a name you use needs (pandas, SciPy and matplotlib load with the parts that draw
+or tabulate).
 """
 
-from gradscope import (adapters, calibrate, cells, clipping, engine, initializers, lyapunov, metrics, phase,
-                       profile, sharding, theory, training)
-from gradscope._checks import NumericalOverflowError
-from gradscope.cells import GRU, LSTM, LayerNormLSTM, VanillaRNN, from_equinox, from_flax
-from gradscope.compare import Comparison, compare
-from gradscope.lags import select_lags
-from gradscope.metrics import Thresholds
-from gradscope.spectra import Spectra, forward_spectra, jacobian_spectra
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GRU",
-    "Comparison",
-    "LSTM",
-    "LayerNormLSTM",
-    "NumericalOverflowError",
-    "Spectra",
-    "Thresholds",
-    "VanillaRNN",
-    "adapters",
-    "calibrate",
-    "cells",
-    "clipping",
-    "compare",
-    "engine",
-    "forward_spectra",
-    "from_equinox",
-    "from_flax",
-    "initializers",
-    "lyapunov",
-    "jacobian_spectra",
-    "metrics",
-    "phase",
-    "profile",
-    "select_lags",
-    "sharding",
-    "theory",
-    "training",
-]
+# public name -> (module, attribute); attribute None means the module itself
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    # stages of the flow (subpackages and the modules users reach as gradscope.X)
+    "analysis": ("gradscope.analysis", None),
+    "cells": ("gradscope.cells", None),
+    "cli": ("gradscope.cli", None),
+    "core": ("gradscope.core", None),
+    "display": ("gradscope.display", None),
+    "initializers": ("gradscope.initializers", None),
+    "plotting": ("gradscope.plotting", None),
+    "theory": ("gradscope.theory", None),
+    "training": ("gradscope.training", None),
+    "adapters": ("gradscope.cells.adapters", None),
+    "calibrate": ("gradscope.theory.calibrate", None),
+    "clipping": ("gradscope.training.clipping", None),
+    "comparison": ("gradscope.analysis.comparison", None),
+    "engine": ("gradscope.core.engine", None),
+    "lags": ("gradscope.core.lags", None),
+    "lyapunov": ("gradscope.analysis.lyapunov", None),
+    "metrics": ("gradscope.analysis.metrics", None),
+    "phase": ("gradscope.theory.phase", None),
+    "pipeline": ("gradscope.core.pipeline", None),
+    "profile": ("gradscope.analysis.profile", None),
+    "report": ("gradscope.display.report", None),
+    "sharding": ("gradscope.analysis.sharding", None),
+    "spectra": ("gradscope.analysis.spectra", None),
+    # the names most analyses start from
+    "Comparison": ("gradscope.analysis.comparison", "Comparison"),
+    "GRU": ("gradscope.cells.classic", "GRU"),
+    "LSTM": ("gradscope.cells.classic", "LSTM"),
+    "LayerNormLSTM": ("gradscope.cells.classic", "LayerNormLSTM"),
+    "NumericalOverflowError": ("gradscope.core._checks", "NumericalOverflowError"),
+    "Spectra": ("gradscope.analysis.spectra", "Spectra"),
+    "Thresholds": ("gradscope.analysis.metrics", "Thresholds"),
+    "VanillaRNN": ("gradscope.cells.classic", "VanillaRNN"),
+    "compare": ("gradscope.analysis.comparison", "compare"),
+    "forward_spectra": ("gradscope.analysis.spectra", "forward_spectra"),
+    "from_equinox": ("gradscope.cells.adapters.equinox", "from_equinox"),
+    "from_flax": ("gradscope.cells.adapters.flax", "from_flax"),
+    "jacobian_spectra": ("gradscope.analysis.spectra", "jacobian_spectra"),
+    "select_lags": ("gradscope.core.lags", "select_lags"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Import a public name on first use (PEP 562) and keep it in the namespace."""
+    try:
+        module_name, attribute = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'gradscope' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # what static tools see; at run time the names above load on use
+    from gradscope import analysis, cells, cli, core, display, initializers, plotting, theory, training
+    from gradscope.analysis import comparison, lyapunov, metrics, profile, sharding, spectra
+    from gradscope.analysis.comparison import Comparison, compare
+    from gradscope.analysis.metrics import Thresholds
+    from gradscope.analysis.spectra import Spectra, forward_spectra, jacobian_spectra
+    from gradscope.cells import adapters
+    from gradscope.cells.adapters import from_equinox, from_flax
+    from gradscope.cells.classic import GRU, LSTM, LayerNormLSTM, VanillaRNN
+    from gradscope.core import engine, lags, pipeline
+    from gradscope.core._checks import NumericalOverflowError
+    from gradscope.display import report
+    from gradscope.theory import calibrate, phase
+    from gradscope.training import clipping

@@ -23,9 +23,11 @@ from typing import Sequence
 import numpy as np
 
 import gradscope
-from gradscope import cells, initializers, report
-from gradscope.compare import DEFAULT_INITIALIZERS, make_inputs
-from gradscope.lags import select_lags
+from gradscope.cells import classic as cells
+from gradscope import initializers
+from gradscope.display import report
+from gradscope.analysis.comparison import DEFAULT_INITIALIZERS, make_inputs
+from gradscope.core.lags import select_lags
 
 __all__ = ["CELLS", "build_parser", "load_params", "main", "parse_init", "parse_lags"]
 
@@ -352,7 +354,7 @@ def _run_analyze(args, argv) -> int:
 
 
 def _run_calibrate(args, argv) -> int:
-    from gradscope.calibrate import calibrate
+    from gradscope.theory.calibrate import calibrate
 
     cell = CELLS[args.cell](args.hidden, args.input_size, **_cell_options(args))
     tables = []

@@ -6,7 +6,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import gradscope as gs
-from gradscope.spectra import block_indices
+from gradscope.analysis.spectra import block_indices
 
 T = 8
 LAGS = (1, 4, 8)

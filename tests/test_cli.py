@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 
 import gradscope  # noqa: E402
 from gradscope import cli, report  # noqa: E402
-from gradscope.compare import make_inputs  # noqa: E402
+from gradscope.analysis.comparison import make_inputs  # noqa: E402
 
 # In-process runs use the configuration of tests/test_plotting.py (compiled code is shared in one pytest run).
 COMPARE_ARGS = ["--hidden", "8", "--steps", "10", "--seeds", "3", "--init", "orthogonal",

@@ -12,7 +12,7 @@ import pytest
 import gradscope
 
 # ``gradscope.compare`` is the function; the module is reached explicitly.
-compare_module = importlib.import_module("gradscope.compare")
+compare_module = importlib.import_module("gradscope.analysis.comparison")
 
 SPECS = ["orthogonal", ("normal", {"stddev": 0.5}), ("identity", {"gain": 0.9})]
 LABELS = ("orthogonal", "normal(stddev=0.5)", "identity(gain=0.9)")
@@ -121,7 +121,7 @@ def test_traced_once_for_all_initializers_dict_labels_and_zero_inputs(comparison
 
 def test_equal_cells_share_one_compilation():
     # a bound method compares its instance by identity; equal cells must still hit the jit cache
-    spectra_module = importlib.import_module("gradscope.spectra")
+    spectra_module = importlib.import_module("gradscope.analysis.spectra")
     core = spectra_module._spectra_core.__wrapped__
     params = gradscope.VanillaRNN(6).init(jax.random.key(0))
     xs = np.zeros((5, 1), np.float32)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 from threadpoolctl import threadpool_info
 
-from gradscope import _lapack
+from gradscope.core import _lapack
 
 
 def _blas_threads() -> list[int]:

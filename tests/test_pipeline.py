@@ -47,7 +47,7 @@ def test_every_lag_equals_one_program(vanilla, chunk):
 def test_worker_count_does_not_change_results(vanilla, workers):
     cell, params, xs = vanilla
     expected = gradscope.jacobian_spectra(cell, params, xs, pipelined=False)
-    step, h0 = gradscope._checks.cell_step(cell), cell.initial_state()
+    step, h0 = gradscope.core._checks.cell_step(cell), cell.initial_state()
     out = pipeline.pipelined_sweep(step, params, xs, h0, expected.lag_values, chunk=4, workers=workers)
     np.testing.assert_allclose(out.log_singular_values, expected.log_singular_values, rtol=0, atol=TOL)
     np.testing.assert_allclose(out.log_frobenius, expected.log_frobenius, rtol=0, atol=TOL)

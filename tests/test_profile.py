@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import gradscope
-from gradscope.profile import _interpolate, jacobian_profile, norm_profile, top_singular_values
+from gradscope.analysis.profile import _interpolate, jacobian_profile, norm_profile, top_singular_values
 
 NUM_STEPS = 40
 SIGMA_MAX_TOL = 2e-3

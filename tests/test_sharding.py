@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import gradscope
-from gradscope.compare import make_inputs
+from gradscope.analysis.comparison import make_inputs
 from gradscope.initializers import get
-from gradscope.sharding import compare_grid
+from gradscope.analysis.sharding import compare_grid
 
 # One grid shape shared by several tests (6 configurations: compiled once for the module).
 CELL = gradscope.VanillaRNN(4)
@@ -72,7 +72,7 @@ def test_gain_axis_scales_linear_orthogonal_cell_exactly():
 
 SHARDED_SCRIPT = textwrap.dedent("""
     import json, sys, jax, numpy as np, gradscope
-    from gradscope.sharding import compare_grid
+    from gradscope.analysis.sharding import compare_grid
     grid = compare_grid(gradscope.VanillaRNN(4), **json.loads(sys.argv[1]))
     print(json.dumps({"devices": jax.device_count(), "used": grid.num_devices,
                       "log_sv": np.asarray(grid.spectra.log_singular_values).tolist()}))

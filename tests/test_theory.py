@@ -71,7 +71,7 @@ def test_split_quadrature_is_exact_for_step_functions_where_hermite_fails():
     # relu'^2 is a step at 0: E = 1/2; Gauss-Hermite through the kink is off by its middle weight.
     relu = theory.activation_spec("relu")
     np.testing.assert_allclose(theory.gaussian_mean(relu.squared_derivative, q, (0.0,)), 0.5, atol=1e-6)
-    assert np.all(np.abs(theory._hermite_mean(relu.squared_derivative, q) - 0.5) > 1e-2)
+    assert np.all(np.abs(gs.theory.meanfield._hermite_mean(relu.squared_derivative, q) - 0.5) > 1e-2)
 
 
 def test_critical_line_known_points():

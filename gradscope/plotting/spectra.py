@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from gradscope.compare import Comparison
-from gradscope.metrics import LagMetrics, Thresholds
+from gradscope.analysis.comparison import Comparison
+from gradscope.analysis.metrics import LagMetrics, Thresholds
 from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, color, new_axes, style
-from gradscope.spectra import Spectra
+from gradscope.analysis.spectra import Spectra
 
 __all__ = [
     "METRIC_LABELS",

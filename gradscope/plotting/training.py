@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from gradscope.plotting.style import color, new_axes, style
-from gradscope.training import HorizonExperiment, TrainingRun
+from gradscope.training.experiments import HorizonExperiment, TrainingRun
 
 __all__ = [
     "plot_grad_norm_distribution",

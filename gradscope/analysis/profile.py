@@ -51,9 +51,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from gradscope import engine, metrics, spectra
-from gradscope._lapack import lapack_thread_limit
-from gradscope.lags import select_lags
+from gradscope.core import engine
+from gradscope.analysis import metrics
+from gradscope.analysis import spectra
+from gradscope.core._lapack import lapack_thread_limit
+from gradscope.core.lags import select_lags
 
 __all__ = [
     "Profile",

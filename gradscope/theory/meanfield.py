@@ -51,7 +51,8 @@ import scipy.special
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
 
-from gradscope import _checks, cells
+from gradscope.core import _checks
+from gradscope.cells import classic as cells
 
 __all__ = [
     "ActivationSpec",

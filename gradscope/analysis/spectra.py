@@ -11,9 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from gradscope import _checks, engine, metrics, pipeline
-from gradscope._lapack import lapack_thread_limit
-from gradscope.lags import select_lags
+from gradscope.core import _checks
+from gradscope.core import engine
+from gradscope.analysis import metrics
+from gradscope.core import pipeline
+from gradscope.core._lapack import lapack_thread_limit
+from gradscope.core.lags import select_lags
 
 __all__ = ["PreparedInputs", "Spectra", "block_indices", "forward_spectra", "jacobian_spectra", "prepare_inputs", "spectra_of"]
 
@@ -78,7 +81,7 @@ class Spectra:
 
     def _repr_html_(self) -> str:
         """Jupyter display: summary table and profile figure (see :mod:`gradscope.display`)."""
-        from gradscope.display import spectra_html
+        from gradscope.display.reprs import spectra_html
 
         return spectra_html(self)
 

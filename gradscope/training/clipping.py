@@ -17,8 +17,8 @@ threshold fired.
 
 from __future__ import annotations
 
-from gradscope import metrics
-from gradscope.training import TrainConfig, TrainingRun, train_settings
+from gradscope.analysis import metrics
+from gradscope.training.experiments import TrainConfig, TrainingRun, train_settings
 
 __all__ = ["clip_label", "clipping_study"]
 

@@ -27,11 +27,12 @@ import pandas as pd
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gradscope import _checks, metrics
-from gradscope._lapack import lapack_thread_limit
-from gradscope.compare import DEFAULT_INITIALIZERS, SpectraResults, labelled_initializers, make_inputs
-from gradscope.lags import select_lags
-from gradscope.spectra import Spectra, spectra_of
+from gradscope.core import _checks
+from gradscope.analysis import metrics
+from gradscope.core._lapack import lapack_thread_limit
+from gradscope.analysis.comparison import DEFAULT_INITIALIZERS, SpectraResults, labelled_initializers, make_inputs
+from gradscope.core.lags import select_lags
+from gradscope.analysis.spectra import Spectra, spectra_of
 
 __all__ = ["CONFIG_AXIS", "GridComparison", "compare_grid", "config_mesh"]
 

@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from gradscope import _checks, initializers, metrics
-from gradscope._lapack import lapack_thread_limit
-from gradscope.lags import select_lags
-from gradscope.spectra import Spectra, spectra_of
+from gradscope.core import _checks
+from gradscope import initializers
+from gradscope.analysis import metrics
+from gradscope.core._lapack import lapack_thread_limit
+from gradscope.core.lags import select_lags
+from gradscope.analysis.spectra import Spectra, spectra_of
 
 __all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "compare", "labelled_initializers", "make_inputs"]
 
@@ -89,7 +91,7 @@ class Comparison(SpectraResults):
 
     def _repr_html_(self) -> str:
         """Jupyter display: metrics table, lag profile and rate summary (see :mod:`gradscope.display`)."""
-        from gradscope.display import comparison_html
+        from gradscope.display.reprs import comparison_html
 
         return comparison_html(self)
 

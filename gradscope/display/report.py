@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 import gradscope
-from gradscope.compare import Comparison
-from gradscope.display import format_number
+from gradscope.analysis.comparison import Comparison
+from gradscope.display.reprs import format_number
 from gradscope.plotting import spectra as plots
 from gradscope.plotting.style import save_figure
 

@@ -28,9 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradscope import _checks, engine
-from gradscope import spectra as _spectra
-from gradscope._lapack import lapack_thread_limit
+from gradscope.core import _checks
+from gradscope.core import engine
+from gradscope.analysis import spectra as _spectra
+from gradscope.core._lapack import lapack_thread_limit
 
 __all__ = ["LyapunovSpectrum", "lyapunov_of", "lyapunov_spectrum", "qr_schedule"]
 

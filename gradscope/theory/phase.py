@@ -26,9 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from gradscope import _checks, cells, theory
-from gradscope._lapack import lapack_thread_limit
-from gradscope.spectra import spectra_of
+from gradscope.core import _checks
+from gradscope.cells import classic as cells
+from gradscope.theory import meanfield as theory
+from gradscope.core._lapack import lapack_thread_limit
+from gradscope.analysis.spectra import spectra_of
 
 __all__ = [
     "FAMILIES",

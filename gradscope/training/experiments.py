@@ -55,11 +55,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from gradscope import engine, initializers, metrics
-from gradscope._lapack import lapack_thread_limit
-from gradscope.compare import labelled_initializers
-from gradscope.lags import select_lags
-from gradscope.spectra import Spectra, spectra_of
+from gradscope.core import engine
+from gradscope import initializers
+from gradscope.analysis import metrics
+from gradscope.core._lapack import lapack_thread_limit
+from gradscope.analysis.comparison import labelled_initializers
+from gradscope.core.lags import select_lags
+from gradscope.analysis.spectra import Spectra, spectra_of
 
 __all__ = [
     "AddingProblem",

@@ -35,7 +35,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
 
-from gradscope import engine
+from gradscope.core import engine
 
 __all__ = ["auto_chunk", "cpu_workers", "pipelined_sweep", "worth_pipelining"]
 

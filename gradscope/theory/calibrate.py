@@ -34,10 +34,11 @@ import numpy as np
 import pandas as pd
 import scipy.optimize
 
-from gradscope import _checks, initializers
-from gradscope._lapack import lapack_thread_limit
-from gradscope.compare import make_inputs
-from gradscope.phase import ScaledStep, draw_seeds, fit_lags, measure_rates
+from gradscope.core import _checks
+from gradscope import initializers
+from gradscope.core._lapack import lapack_thread_limit
+from gradscope.analysis.comparison import make_inputs
+from gradscope.theory.phase import ScaledStep, draw_seeds, fit_lags, measure_rates
 
 __all__ = ["Calibration", "calibrate"]
 

@@ -1,4 +1,4 @@
-"""Built-in recurrent cells: vanilla RNN, LSTM and GRU.
+"""The classic recurrent cells: vanilla RNN, LSTM (with and without layer norm) and GRU.
 
 Every cell is a frozen dataclass with
 
@@ -385,5 +385,3 @@ def _init_bias(spec, key, shape, dtype):
         raise ValueError(f"bias initializer {spec!r} cannot make a vector of shape {shape}; "
                          "use zeros, constant, normal or uniform") from None
 
-
-from gradscope.adapters import from_equinox, from_flax  # noqa: E402  (re-exported: gradscope.cells.from_flax)

@@ -1,0 +1,33 @@
+"""What gradscope analyses: recurrent cells and adapters for other libraries' cells.
+
+* :mod:`gradscope.cells.classic`: vanilla RNN, LSTM, layer-norm LSTM, GRU.
+* :mod:`gradscope.cells.adapters`: Flax and Equinox cells behind the same interface.
+
+Every cell follows one contract: ``init(key, ...) -> params``,
+``step(params, h, x) -> h_next`` and ``initial_state(dtype) -> h0``. Any plain
+function ``step(params, h, x) -> h_next`` with a pytree state works everywhere a
+cell does. This namespace only re-exports.
+"""
+
+from gradscope.cells import adapters
+from gradscope.cells.adapters import from_equinox, from_flax
+from gradscope.cells.classic import (ACTIVATIONS, GRU, LSTM, GRUParams, LayerNormLSTM, LayerNormLSTMParams, LSTMParams,
+                                     LSTMState, VanillaParams, VanillaRNN, get_activation, layer_norm)
+
+__all__ = [
+    "ACTIVATIONS",
+    "GRU",
+    "GRUParams",
+    "LSTM",
+    "LSTMParams",
+    "LSTMState",
+    "LayerNormLSTM",
+    "LayerNormLSTMParams",
+    "VanillaParams",
+    "VanillaRNN",
+    "adapters",
+    "from_equinox",
+    "from_flax",
+    "get_activation",
+    "layer_norm",
+]
