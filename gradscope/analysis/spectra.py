@@ -14,7 +14,7 @@ from jax.flatten_util import ravel_pytree
 from gradscope.core import _checks
 from gradscope.core import engine
 from gradscope.analysis import metrics
-from gradscope.core import pipeline
+from gradscope.core import pipeline, ritz
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
 
@@ -237,7 +237,7 @@ def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backw
 def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
                      direction: str = "backward", dtype=None, untied: bool = False,
                      batch_axes: int | None = None, chunk: int | None = None, block=None,
-                     pipelined: bool | None = None, progress: bool | None = None) -> Spectra:
+                     pipelined: bool | None = None, progress: bool | None = None, method: str = "auto") -> Spectra:
     """Singular values of ``dh_T/dh_{T-k}`` for every requested lag k, in one reverse sweep.
 
     The cell is unrolled with ``lax.scan`` from ``h0`` over ``xs``; one sweep then
@@ -274,6 +274,12 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
             over the cores, when the SVD work is large enough to pay for the dispatch
             (:func:`gradscope.pipeline.worth_pipelining`: n = 128 with 100 lags, n = 64 with
             400); one program elsewhere, and always under ``jit``/``vmap``.
+        method: how a pipelined analysis takes the singular values: ``"svd"`` (one LAPACK
+            call per product), ``"ritz"`` (warm-started Rayleigh-Ritz over consecutive lags,
+            :mod:`gradscope.core.ritz`: the same values above the resolution floor for a
+            fraction of the work, since the resolved rank falls with the lag) or ``"auto"``
+            (``"ritz"`` where it applies and pays: pipelined, float32 products with
+            ``min(rows, columns) >= gradscope.core.ritz.MIN_STATE``; else ``"svd"``).
         progress: pipelined only: a progress bar over the chunks, shown once the call has
             run for 2 s (default: only on a terminal); False hides it.
 
@@ -290,13 +296,38 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
     if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
         raise ValueError(f"chunk must be a positive int (lags per batched SVD) or None, got {chunk!r}")
     block = None if block is None else tuple(block_indices(h0, select) for select in block)
-    if _use_pipeline(pipelined, (params, xs, h0), len(kept), ravel_pytree(h0)[0].size):
+    flat_h0 = ravel_pytree(h0)[0]
+    if _use_pipeline(pipelined, (params, xs, h0), len(kept), flat_h0.size):
+        method = _pipeline_method(method, _block_shape(block, flat_h0.size, direction), flat_h0.dtype)
         result = _pipelined_spectra(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block,
-                                    progress)
+                                    progress, method)
+    elif method not in ("auto", "svd"):
+        raise ValueError(f"method={method!r} runs in the CPU pipeline; here the analysis is one compiled program "
+                         "(traced, pipelined=False, or not on a CPU): pass method='auto' or 'svd'")
     else:
         result = _spectra_core(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block)
     _raise_if_overflowed(result)
     return result
+
+
+def _block_shape(block, state_size: int, direction: str) -> tuple[int, int]:
+    """``(rows, columns)`` of the products a sweep decomposes (the full ``n x n`` or a block)."""
+    if block is None:
+        return state_size, state_size
+    rows, columns = _carried_block(block, direction)
+    return len(rows), len(columns)
+
+
+def _pipeline_method(method: str, shape: tuple[int, int], dtype) -> str:
+    """The pipeline's SVD method for ``method="auto"|"svd"|"ritz"`` (see :func:`jacobian_spectra`)."""
+    if method not in ("auto", *pipeline.METHODS):
+        raise ValueError(f"method must be 'auto', 'svd' or 'ritz', got {method!r}")
+    if method == "auto":
+        return "ritz" if ritz.supports(shape, dtype) else "svd"
+    if method == "ritz" and jnp.dtype(dtype) != jnp.float32:
+        raise ValueError(f"method='ritz' computes float32 products (one refinement step per lag reaches float32's "
+                         f"accuracy, not float64's), got {jnp.dtype(dtype)}; use method='svd' (or 'auto')")
+    return method
 
 
 def _use_pipeline(pipelined: bool | None, inputs, num_lags: int, state_size: int) -> bool:
@@ -310,10 +341,11 @@ def _use_pipeline(pipelined: bool | None, inputs, num_lags: int, state_size: int
 
 
 @lapack_thread_limit
-def _pipelined_spectra(step, params, xs, h0, lags, direction, untied, batch_axes, chunk, block, progress) -> Spectra:
+def _pipelined_spectra(step, params, xs, h0, lags, direction, untied, batch_axes, chunk, block, progress,
+                       method) -> Spectra:
     rows, columns = (None if b is None else tuple(int(i) for i in b) for b in _carried_block(block, direction))
     out = pipeline.pipelined_sweep(step, params, xs, h0, lags, direction, untied, batch_axes, rows, columns, chunk,
-                                   progress=progress)
+                                   progress=progress, method=method)
     return Spectra(out.log_singular_values, out.log_frobenius, out.log_floor, out.finite, lags, direction)
 
 

@@ -35,15 +35,23 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
 
-from gradscope.core import engine
+from gradscope.core import engine, ritz
 
-__all__ = ["auto_chunk", "cpu_workers", "pipelined_sweep", "worth_pipelining"]
+__all__ = ["METHODS", "auto_chunk", "cpu_workers", "pipelined_sweep", "worth_pipelining"]
+
+METHODS = ("svd", "ritz")
+"""How a pipeline takes the singular values: ``"svd"``, one LAPACK call per product; ``"ritz"``,
+warm-started Rayleigh-Ritz over runs of consecutive lags (:mod:`gradscope.core.ritz`)."""
 
 CHUNK_BYTES = 32 * 2**20
 """Memory for one chunk of products when the chunk size is chosen automatically."""
 MIN_CHUNKS = 4
 """Chunks an automatic chunk size aims for: the first chunk's products and the last chunk's SVDs
 do not overlap with anything, so fewer, longer chunks leave more of the work unoverlapped."""
+RITZ_CHUNKS = 8
+"""Chunks an automatic chunk size aims for with the ``"ritz"`` method, whose per-lag work is
+closer to the products' cost: shorter chunks start the workers sooner (2-core measurements
+at n = 256, T = 200: 0.23 s with 8 chunks against 0.27 s with 4)."""
 TAIL_TASKS_PER_WORKER = 4
 """Tasks the last chunk's SVDs are split into, per worker thread (other chunks: one per
 worker). Threads take tasks as they free up, so at the end of an analysis one thread
@@ -70,11 +78,11 @@ def worth_pipelining(num_lags: int, state_size: int) -> bool:
     return num_lags * float(state_size) ** 3 >= MIN_WORK
 
 
-def auto_chunk(num_lags: int, state_size: int, itemsize: int, workers: int) -> int:
-    """Lags per chunk: a :data:`MIN_CHUNKS`-th of the lags, at most as many products as fit in
+def auto_chunk(num_lags: int, state_size: int, itemsize: int, workers: int, chunks: int = MIN_CHUNKS) -> int:
+    """Lags per chunk: a ``chunks``-th of the lags, at most as many products as fit in
     :data:`CHUNK_BYTES`, and at least one per worker."""
     fitting = CHUNK_BYTES // max(1, state_size * state_size * itemsize)
-    return max(workers, min(fitting, -(-num_lags // MIN_CHUNKS)))
+    return max(workers, min(fitting, -(-num_lags // chunks)))
 
 
 def _chunk_plan(num_lags: int, chunk: int) -> tuple[int, list[int]]:
@@ -162,10 +170,24 @@ def _decompose(products, log_scales, indices, length: int, columns, x64: bool):
     return tuple(field[:len(indices)] for field in out)
 
 
+def _decompose_ritz(products, log_scales, indices, size: int, first_lag: int, starts, columns):
+    """Worker task of the ``"ritz"`` method: the spectra at ``indices`` (one run of consecutive lags
+    per batch entry) by :func:`gradscope.core.ritz.block_spectra`, on this thread.
+
+    Position ``i`` of the chunk holds batch entry ``i // size`` at kept lag ``first_lag + i % size``.
+    """
+    host, scales = np.asarray(jax.block_until_ready(products)), np.asarray(log_scales)
+    width = host.shape[-1] if columns is None else len(columns)
+    log_rel = float(np.log(engine.relative_resolution(max(host.shape[-2], width), host.dtype)))
+    return ritz.block_spectra(host, scales, indices, lambda i: first_lag + i % size, lambda i: i // size,
+                              starts, columns, log_rel)
+
+
 def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str = "backward",
                     untied: bool = False, batch_axes: int = 0, start_rows: tuple | None = None,
                     columns: tuple | None = None, chunk: int | None = None,
-                    workers: int | None = None, progress: bool | None = None) -> engine.SweepOutput:
+                    workers: int | None = None, progress: bool | None = None,
+                    method: str = "svd") -> engine.SweepOutput:
     """The all-lag sweep of :func:`gradscope.engine.sweep`, as a pipeline of chunks (see the module doc).
 
     Args:
@@ -184,13 +206,17 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
         workers: host threads for the SVDs; default :func:`cpu_workers`.
         progress: show a progress bar over the chunks once the call has run for
             :data:`PROGRESS_DELAY` seconds (default: only on a terminal); False hides it.
+        method: ``"svd"`` (one LAPACK call per product) or ``"ritz"`` (warm-started
+            Rayleigh-Ritz, :mod:`gradscope.core.ritz`: the same values above the resolution
+            floor, for a fraction of the work where the resolved rank falls with the lag).
 
     Returns:
         :class:`gradscope.engine.SweepOutput` with the batch axes leading.
     """
     workers = workers or cpu_workers()
     flat_h0 = ravel_pytree(h0)[0]
-    chunk = chunk or auto_chunk(len(lags), flat_h0.size, flat_h0.dtype.itemsize, workers)
+    chunk = chunk or auto_chunk(len(lags), flat_h0.size, flat_h0.dtype.itemsize, workers,
+                                RITZ_CHUNKS if method == "ritz" else MIN_CHUNKS)
     size, kept = _chunk_plan(len(lags), chunk)
     states, carry = _start(step, params, xs, h0, untied, batch_axes, start_rows)
     batch_shape = jnp.shape(carry[1])
@@ -198,18 +224,33 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
     x64 = bool(jax.config.jax_enable_x64)
     length = -(-entries * size // workers)  # the longest task: a chunk's products over the workers
     pending, outputs = [], []
+    decompose = _task_submitter(method, workers, size, length, columns, x64)
     with tqdm(total=len(kept), desc=f"spectra at {len(lags)} lags", unit="chunk", delay=PROGRESS_DELAY,
               disable=None if progress is None else not progress) as bar:
         for index, (real, chunk_gaps) in enumerate(zip(kept, _chunk_gaps(lags, size, kept))):
             carry, (products, log_scales) = _sweep_chunk(step, params, xs, h0, states, carry, chunk_gaps,
                                                          direction, untied, batch_axes)
             num_tasks = workers * (TAIL_TASKS_PER_WORKER if index == len(kept) - 1 else 1)
-            pending.append((real, [_pool(workers).submit(_decompose, products, log_scales, task, length, columns, x64)
+            pending.append((real, [decompose(products, log_scales, task, sum(kept[:index]))
                                    for task in _tasks(entries, size, real, num_tasks)]))
             if len(pending) > 2:  # hold at most three chunks of products
                 outputs.append(_collect(*pending.pop(0), entries, bar))
         outputs += [_collect(*chunk_tasks, entries, bar) for chunk_tasks in pending]
     return _assemble(outputs, carry[2], batch_shape)
+
+
+def _task_submitter(method: str, workers: int, size: int, length: int, columns, x64: bool):
+    """``submit(products, log_scales, indices, first_lag) -> future`` for one SVD task of ``method``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    pool, starts = _pool(workers), ritz.WarmStarts()
+
+    def submit(products, log_scales, indices, first_lag):
+        if method == "ritz":
+            return pool.submit(_decompose_ritz, products, log_scales, indices, size, first_lag, starts, columns)
+        return pool.submit(_decompose, products, log_scales, indices, length, columns, x64)
+
+    return submit
 
 
 def _collect(real: int, futures, entries: int, bar) -> tuple:
