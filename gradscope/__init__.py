@@ -58,6 +58,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Thresholds": ("gradscope.analysis.metrics", "Thresholds"),
     "VanillaRNN": ("gradscope.cells.classic", "VanillaRNN"),
     "compare": ("gradscope.analysis.comparison", "compare"),
+    "enable_compilation_cache": ("gradscope.core.cache", "enable_compilation_cache"),
     "forward_spectra": ("gradscope.analysis.spectra", "forward_spectra"),
     "from_equinox": ("gradscope.cells.adapters.equinox", "from_equinox"),
     "from_flax": ("gradscope.cells.adapters.flax", "from_flax"),
@@ -95,6 +96,7 @@ if TYPE_CHECKING:  # what static tools see; at run time the names above load on 
     from gradscope.cells.classic import GRU, LSTM, LayerNormLSTM, VanillaRNN
     from gradscope.core import engine, lags, pipeline
     from gradscope.core._checks import NumericalOverflowError
+    from gradscope.core.cache import enable_compilation_cache
     from gradscope.display import report
     from gradscope.theory import calibrate, phase
     from gradscope.training import clipping

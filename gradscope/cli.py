@@ -27,6 +27,7 @@ from gradscope.cells import classic as cells
 from gradscope import initializers
 from gradscope.display import report
 from gradscope.analysis.comparison import DEFAULT_INITIALIZERS, make_inputs
+from gradscope.core import cache
 from gradscope.core.lags import select_lags
 
 __all__ = ["CELLS", "build_parser", "load_params", "main", "parse_init", "parse_lags"]
@@ -124,7 +125,14 @@ def _run_options() -> argparse.ArgumentParser:
                         help="report folder to create (default ./gradscope-report)")
     output.add_argument("--force", action="store_true", help="write into an existing report folder")
     output.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stdout")
+    _add_cache_option(output)
     return common
+
+
+def _add_cache_option(group) -> None:
+    group.add_argument("--no-cache", action="store_true",
+                       help="compile everything afresh: do not use the compilation cache folder "
+                            f"(default {cache.cache_dir() or 'off'}; set {cache.CACHE_VARIABLE} to move it, or to off)")
 
 
 def _add_compare(subparsers, common) -> None:
@@ -192,6 +200,7 @@ def _add_calibrate(subparsers) -> None:
     parser.add_argument("--inputs", choices=("gaussian", "zeros"), default="gaussian", help="input sequence")
     parser.add_argument("--input-scale", type=float, default=1.0, help="std of the Gaussian inputs (default 1)")
     parser.add_argument("--csv", type=Path, default=None, help="also write every evaluation (gain, rate) here")
+    _add_cache_option(parser)
     parser.set_defaults(handler=_run_calibrate, parser=parser)
 
 
@@ -390,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args, argv) -> int:
+    if not getattr(args, "no_cache", True):
+        cache.enable_compilation_cache()
     try:
         return args.handler(args, argv)
     except (ValueError, FileExistsError, NotADirectoryError) as err:

@@ -8,11 +8,17 @@ singular values with NumPy in float64.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+
+# The command turns JAX's persistent compilation cache on for its process; in-process CLI tests
+# must not turn it on for the whole test session (tests/test_cache.py sets its own folders).
+os.environ.setdefault("GRADSCOPE_CACHE_DIR", "off")
 
 
 def _to_float64(tree):
