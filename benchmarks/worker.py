@@ -24,6 +24,7 @@ REPEATS = 7  # timed repeats after the first call, within half the budget (the f
 SERIAL_FLOOR = "reference: SVDs one at a time in a compiled loop (jax, single-threaded LAPACK)"
 THREADED_FLOOR = "floor: SVDs on one host thread per core (jax, single-threaded LAPACK)"
 FULL = "gradscope: full spectra, every lag"
+SVD_PIPELINE = "gradscope: full spectra, every lag, method='svd'"
 
 
 def _record(method, seconds, lags_done, num_lags, *, first_call=None, log_sv=None, floor=None, note=""):
@@ -170,16 +171,28 @@ def _prefix(problem, per_lag, budget):
 
 
 def _full_spectra_calls(cell, params, xs, lags, one_program: bool) -> dict:
-    """``{row name: (call, note)}`` for gradscope's full spectra at ``lags`` (pipelined, and one program)."""
+    """``{row name: (call, note)}`` for gradscope's full spectra at ``lags``: the default (pipelined,
+    ``method="auto"``), the pipeline with one LAPACK call per product, and one compiled program."""
     import gradscope
 
-    def run(pipelined):
-        return lambda: gradscope.jacobian_spectra(cell, params, xs, lags=lags, pipelined=pipelined)
+    def run(pipelined, method="auto"):
+        return lambda: gradscope.jacobian_spectra(cell, params, xs, lags=lags, pipelined=pipelined, method=method)
 
-    calls = {FULL: (run(None), "the default on CPU: sweep in compiled chunks, SVDs on one host thread per core")}
+    calls = {FULL: (run(None), "the default on CPU: the sweep in compiled chunks, the singular values on one host "
+                               "thread per core (warm-started Rayleigh-Ritz where it applies: float32, n >= 128)"),
+             SVD_PIPELINE: (run(None, "svd"), "the same pipeline with one LAPACK call per product")}
     if one_program:
         calls[FULL + " (one program, pipelined=False)"] = (run(False), "")
     return calls
+
+
+def _accuracy_note(default, reference) -> str:
+    """How far the default's values are from LAPACK's (the ``method="svd"`` run), over every resolved value."""
+    a, b = np.asarray(default.log_singular_values), np.asarray(reference.log_singular_values)
+    resolved = (a > np.asarray(default.log_floor)[:, None]) | (b > np.asarray(reference.log_floor)[:, None])
+    gap = float(np.max(np.abs(a - b)[resolved])) if resolved.any() else 0.0
+    return (f"; accuracy: every value above the resolution floor ({int(resolved.sum()):,} values) within "
+            f"{gap:.1e} in log of method='svd' (LAPACK)")
 
 
 def _full_spectra_record(name, timing, lags, problem, note):
@@ -237,6 +250,7 @@ def jax_group(spec) -> list[dict]:
     timings = _timed_rounds({name: call for name, (call, _) in calls.items()}, budget)
     rows = [_record(name, timings[name][1], count, problem.steps, note=note) for name, (_, note) in floors.items()]
     rows += [_full_spectra_record(name, timings[name], lags, problem, note) for name, (_, note) in full_calls.items()]
+    rows[len(floors)]["note"] += _accuracy_note(timings[FULL][2], timings[SVD_PIPELINE][2])
     per_svd = min(row["seconds"] for row in rows[:len(floors)]) / count
     full = rows[len(floors)]
     if "profile" in spec["methods"]:
@@ -354,7 +368,24 @@ def long_group(spec) -> list[dict]:
                     first_call=seconds, note=f"{len(out.lags)} log-spaced lags; time includes compilation")]
 
 
-GROUPS = {"jax": jax_group, "torch": torch_group, "sweep_jax": sweep_jax_group, "sweep_torch": sweep_torch_group,
+def latency_group(spec) -> list[dict]:
+    """First call (tracing and compilation included) and a warm call of one analysis, in this fresh process.
+
+    With ``spec["cache"]`` the persistent compilation cache is on in that folder: run twice, the
+    second process measures a first call that loads its programs instead of compiling them.
+    """
+    import gradscope
+
+    if spec.get("cache"):
+        gradscope.enable_compilation_cache(spec["cache"])
+    problem = Problem(**spec["problem"])
+    cell, params, xs = _jax_problem(problem)
+    first, warm, _ = _timed(lambda: gradscope.jacobian_spectra(cell, params, xs), 2.0)
+    return [_record("first call", first, problem.steps, problem.steps, first_call=first),
+            _record("warm call", warm, problem.steps, problem.steps)]
+
+
+GROUPS = {"latency": latency_group, "jax": jax_group, "torch": torch_group, "sweep_jax": sweep_jax_group, "sweep_torch": sweep_torch_group,
           "long": long_group}
 
 

@@ -81,7 +81,7 @@ def test_the_jacrev_reference(reference):
 
 def test_float64_is_left_to_lapack():
     """Ritz values reach float32's accuracy in one step per lag, not float64's: auto picks 'svd' there."""
-    assert ritz.supports((256, 256), np.float32) and not ritz.supports((256, 256), np.float64)
+    assert ritz.supports(np.float32) and not ritz.supports(np.float64)
     cell, params = _gaussian(16, 1.0)
     with jax.enable_x64(True), pytest.raises(ValueError, match="float32"):
         gradscope.jacobian_spectra(cell, params, _inputs(10), method="ritz", pipelined=True, dtype="float64")
@@ -124,10 +124,11 @@ def test_auto_chooses_ritz_only_where_it_applies(monkeypatch):
     methods = []
     real = pipeline.pipelined_sweep
     monkeypatch.setattr(pipeline, "pipelined_sweep", lambda *a, **k: methods.append(k["method"]) or real(*a, **k))
-    for hidden in (64, ritz.MIN_STATE):
+    steps = ritz.MIN_WORK // ritz.MIN_STATE
+    for hidden, num_steps in ((64, 4 * steps), (ritz.MIN_STATE, steps // 2), (ritz.MIN_STATE, steps)):
         cell, params = _gaussian(hidden, 1.0)
-        gradscope.jacobian_spectra(cell, params, _inputs(20), pipelined=True)
-    assert methods == ["svd", "ritz"]
+        gradscope.jacobian_spectra(cell, params, _inputs(num_steps), pipelined=True)
+    assert methods == ["svd", "svd", "ritz"]
 
 
 def test_non_finite_products_are_reported():

@@ -278,8 +278,8 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
             call per product), ``"ritz"`` (warm-started Rayleigh-Ritz over consecutive lags,
             :mod:`gradscope.core.ritz`: the same values above the resolution floor for a
             fraction of the work, since the resolved rank falls with the lag) or ``"auto"``
-            (``"ritz"`` where it applies and pays: pipelined, float32 products with
-            ``min(rows, columns) >= gradscope.core.ritz.MIN_STATE``; else ``"svd"``).
+            (``"ritz"`` where it applies and pays: pipelined float32 analyses of many lags of
+            large products, :func:`gradscope.core.ritz.worth_it`; else ``"svd"``).
         progress: pipelined only: a progress bar over the chunks, shown once the call has
             run for 2 s (default: only on a terminal); False hides it.
 
@@ -298,7 +298,7 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
     block = None if block is None else tuple(block_indices(h0, select) for select in block)
     flat_h0 = ravel_pytree(h0)[0]
     if _use_pipeline(pipelined, (params, xs, h0), len(kept), flat_h0.size):
-        method = _pipeline_method(method, _block_shape(block, flat_h0.size, direction), flat_h0.dtype)
+        method = _pipeline_method(method, _block_shape(block, flat_h0.size, direction), flat_h0.dtype, len(kept))
         result = _pipelined_spectra(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block,
                                     progress, method)
     elif method not in ("auto", "svd"):
@@ -318,13 +318,13 @@ def _block_shape(block, state_size: int, direction: str) -> tuple[int, int]:
     return len(rows), len(columns)
 
 
-def _pipeline_method(method: str, shape: tuple[int, int], dtype) -> str:
+def _pipeline_method(method: str, shape: tuple[int, int], dtype, num_lags: int) -> str:
     """The pipeline's SVD method for ``method="auto"|"svd"|"ritz"`` (see :func:`jacobian_spectra`)."""
     if method not in ("auto", *pipeline.METHODS):
         raise ValueError(f"method must be 'auto', 'svd' or 'ritz', got {method!r}")
     if method == "auto":
-        return "ritz" if ritz.supports(shape, dtype) else "svd"
-    if method == "ritz" and jnp.dtype(dtype) != jnp.float32:
+        return "ritz" if ritz.worth_it(shape, dtype, num_lags) else "svd"
+    if method == "ritz" and not ritz.supports(dtype):
         raise ValueError(f"method='ritz' computes float32 products (one refinement step per lag reaches float32's "
                          f"accuracy, not float64's), got {jnp.dtype(dtype)}; use method='svd' (or 'auto')")
     return method

@@ -42,8 +42,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["EXTRA", "FULL_FRACTION", "GAP", "MIN_STATE", "WARM_STEPS", "WarmStarts", "block_spectra", "refine",
-           "supports"]
+__all__ = ["EXTRA", "FULL_FRACTION", "GAP", "MIN_STATE", "MIN_WORK", "WARM_STEPS", "WarmStarts", "block_spectra",
+           "refine", "supports", "worth_it"]
 
 GAP = 2.0
 """Nats below the resolution floor the basis must reach: the Ritz values above the floor then
@@ -58,16 +58,26 @@ SLACK = 8
 WARM_STEPS = 2
 """Subspace-iteration steps at the start of a run, from a basis published for an earlier lag."""
 MIN_STATE = 128
-"""Smallest ``min(rows, columns)`` for which :func:`supports` recommends the method: below it the
-per-call overhead of the small factorizations outweighs the saved flops (2-core measurements:
-0.55-1.0x the SVD time at n = 128, 0.2-0.6x at n = 256, 0.2-0.45x at n = 512)."""
+"""Smallest ``min(rows, columns)`` for which :func:`worth_it` recommends the method: below it the
+per-call overhead of the small factorizations outweighs the saved flops."""
+MIN_WORK = 32_768
+"""Smallest ``lags * min(rows, columns)`` for which :func:`worth_it` recommends the method: the
+first lags (high rank, plain SVDs) and the start of every run cost the same either way, so the
+method pays over many lags. Pipelined analyses on the 2-core benchmark machine, time against one
+LAPACK call per product: tanh n = 128 T = 100 1.36x, LSTM n = 128 T = 200 1.2x, tanh n = 256
+T = 100 0.95x, tanh n = 192 T = 200 0.76x, tanh n = 128 T = 1000 0.77x, LSTM n = 256 T = 200 0.64x."""
 
 
-def supports(shape: tuple[int, ...], dtype) -> bool:
-    """True when the method applies to products of ``shape`` (``[..., rows, columns]``) and ``dtype``
-    and pays: float32 (one refinement step per lag reaches float32's accuracy, not float64's)
-    and ``min(rows, columns) >= MIN_STATE``."""
-    return np.dtype(dtype) == np.float32 and min(shape[-2:]) >= MIN_STATE
+def supports(dtype) -> bool:
+    """True for float32 products: one refinement step per lag reaches float32's accuracy, not float64's."""
+    return np.dtype(dtype) == np.float32
+
+
+def worth_it(shape: tuple[int, ...], dtype, num_lags: int) -> bool:
+    """True when the method applies to ``num_lags`` products of ``shape`` (``[..., rows, columns]``)
+    and ``dtype`` and pays (:data:`MIN_STATE`, :data:`MIN_WORK`)."""
+    size = min(shape[-2:])
+    return supports(dtype) and size >= MIN_STATE and num_lags * size >= MIN_WORK
 
 
 class WarmStarts:
