@@ -38,11 +38,8 @@ def figure_to_base64(fig, *, dpi: int = 110, close: bool = True) -> str:
     """
     import matplotlib.pyplot as plt
 
-    from gradscope.plotting.style import style
-
     buffer = io.BytesIO()
-    with style():
-        fig.savefig(buffer, format="png", dpi=dpi)
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     if close:
         plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -24,14 +24,17 @@ from gradscope.plotting.training import (
     plot_outcome_grid,
     plot_training_curves,
 )
-from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, PALETTE, color, new_axes, save_figure, style
+from gradscope.plotting.style import (COLUMN_WIDTH, FULL_WIDTH, PALETTE, STYLE_FILE, apply_look, color, new_axes,
+                                      save_figure, style, use_style)
 
 __all__ = [
     "COLUMN_WIDTH",
     "FULL_WIDTH",
     "METRIC_LABELS",
     "PALETTE",
+    "STYLE_FILE",
     "VERDICT_COLORS",
+    "apply_look",
     "color",
     "describe_cell",
     "figure_grid",
@@ -54,4 +57,5 @@ __all__ = [
     "plot_summary",
     "save_figure",
     "style",
+    "use_style",
 ]

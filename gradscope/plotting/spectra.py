@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 
 from gradscope.analysis.comparison import Comparison
 from gradscope.analysis.metrics import LagMetrics, Thresholds
-from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, color, new_axes, style
+from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, color, created_figure, look, new_axes
 from gradscope.analysis.spectra import Spectra
 
 __all__ = [
@@ -236,7 +236,7 @@ def plot_lag_profile(result, *, metrics: Sequence[str] = ("log_sigma_max", "log_
     _check_choice("xscale", xscale, ("linear", "log"))
     table = lag_profile_table(result)
     fig, ax = new_axes(ax, aspect=1.0)
-    with style():
+    with look(fig):
         labels = _draw_profiles(ax, table, metrics, band, inits)
         extra = []
         if isinstance(result, Comparison):
@@ -281,7 +281,7 @@ def plot_forward_profile(spectra, *, metrics: Sequence[str] = ("log_sigma_max", 
     _check_choice("xscale", xscale, ("linear", "log"))
     table = lag_profile_table(dict(named))
     fig, ax = new_axes(ax, aspect=1.0)
-    with style():
+    with look(fig):
         labels = _draw_profiles(ax, table, metrics, band, None)
         ax.set(xlabel="steps k after the perturbation at h_0", ylabel=_LOG_AXIS_LABEL, xscale=xscale,
                title=title if title is not None else
@@ -348,7 +348,7 @@ def plot_spectrum_heatmap(result, *, init: str | None = None, seed=None, cmap: s
     values = np.ma.masked_array(np.asarray(spectra.log_singular_values, np.float64),
                                 mask=~np.asarray(spectra.resolved))
     fig, ax = new_axes(ax, aspect=0.85)
-    with style():
+    with look(fig):
         colormap = _masked_colormap(cmap)
         index = np.arange(1, values.shape[-1] + 1)
         mesh = ax.pcolormesh(index, spectra.lags, values, shading="nearest", cmap=colormap,
@@ -398,7 +398,7 @@ def plot_singular_value_density(result, lags: Sequence[int], *, init: str | None
     values = np.asarray(spectra.log_singular_values, np.float64)
     resolved = np.asarray(spectra.resolved)
     fig, ax = new_axes(ax)
-    with style():
+    with look(fig):
         for j, lag in enumerate(lags):
             column = kept.index(lag)
             sample = values[..., column, :][resolved[..., column, :]]
@@ -457,7 +457,7 @@ def plot_summary(result, *, metric: str = "rate", thresholds: Thresholds | None 
     _check_choice("metric", metric, ("rate", "rms_rate"))
     table, per_seed, thresholds = _summary_inputs(result, thresholds)
     fig, ax = new_axes(ax, aspect=max(0.6, 0.25 + 0.11 * len(table)))
-    with style():
+    with look(fig):
         for i, row in enumerate(table.itertuples(index=False)):
             verdict_color = VERDICT_COLORS.get(row.verdict, "0.5")
             ax.errorbar(np.array([getattr(row, metric)], np.float64), np.array([i], np.float64),
@@ -531,14 +531,11 @@ def figure_grid(count: int, *, columns: int = 3, width: float | None = None, asp
     Returns:
         ``(figure, list of count axes)``.
     """
-    import matplotlib.pyplot as plt
-
     rows = -(-count // columns)
     columns = min(columns, count)
     width = min(FULL_WIDTH, COLUMN_WIDTH * columns) if width is None else width
-    with style():
-        fig, axes = plt.subplots(rows, columns, figsize=(width, width / columns * aspect * rows),
-                                 layout="constrained", squeeze=False)
+    fig = created_figure(figsize=(width, width / columns * aspect * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
     for extra in axes.ravel()[count:]:
         extra.set_visible(False)
     return fig, list(axes.ravel()[:count])

@@ -2,6 +2,12 @@
 
 Figures are sized for a paper column (3.4 in wide) or a full page width (7 in),
 use the Okabe-Ito colour-blind-safe palette, and label log axes in natural units.
+
+gradscope never changes matplotlib's global settings (``rcParams``, interactive mode):
+each figure it creates is styled on its own (:func:`apply_look`), and only where you
+kept matplotlib's defaults, so your font sizes, grid and resolution win. To use the
+look for your own figures, opt in with :func:`use_style` (global) or :func:`style`
+(a ``with`` block), or load :data:`STYLE_FILE` as any matplotlib style sheet.
 """
 
 from __future__ import annotations
@@ -12,10 +18,17 @@ from pathlib import Path
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 
-__all__ = ["COLUMN_WIDTH", "FULL_WIDTH", "PALETTE", "color", "new_axes", "save_figure", "style"]
+__all__ = ["COLUMN_WIDTH", "FULL_WIDTH", "PALETTE", "STYLE_FILE", "apply_look", "color", "created_figure", "look",
+           "new_axes", "save_figure", "style", "use_style"]
 
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
-"""Okabe & Ito (2008) colour-blind-safe colours, in the order series are given them."""
+STYLE_FILE = Path(__file__).with_name("gradscope.mplstyle")
+"""The look as a matplotlib style sheet: ``plt.style.use(gradscope.plotting.STYLE_FILE)``."""
+
+_LOOK = dict(mpl.rc_params_from_file(STYLE_FILE, use_default_template=False))
+"""gradscope's look as matplotlib settings, read from :data:`STYLE_FILE`."""
+
+PALETTE = tuple(_LOOK["axes.prop_cycle"].by_key()["color"])
+"""Okabe & Ito (2008) colour-blind-safe colours, in the order series are given them (from :data:`STYLE_FILE`)."""
 
 COLUMN_WIDTH = 3.4
 """Width in inches of a single paper column."""
@@ -23,23 +36,10 @@ COLUMN_WIDTH = 3.4
 FULL_WIDTH = 7.0
 """Width in inches of a two-column (full page) figure."""
 
-_RC = {
-    "font.size": 8,
-    "axes.titlesize": 9,
-    "axes.labelsize": 8,
-    "legend.fontsize": 7,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "lines.linewidth": 1.4,
-    "figure.dpi": 150,
-    "savefig.bbox": "tight",
-    "svg.fonttype": "none",
-    "pdf.fonttype": 42,
-}
+_FONT_KEYS = ("font.size", "axes.titlesize", "axes.labelsize", "legend.fontsize", "xtick.labelsize",
+              "ytick.labelsize", "legend.title_fontsize", "figure.titlesize")
+_RELATIVE = {"xx-small": 0.579, "x-small": 0.694, "small": 0.833, "medium": 1.0, "large": 1.2, "x-large": 1.44,
+             "xx-large": 1.728, "larger": 1.2, "smaller": 0.833}
 
 
 def color(index: int) -> str:
@@ -47,26 +47,155 @@ def color(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
-@contextlib.contextmanager
+def use_style() -> None:
+    """Make gradscope's look matplotlib's default for every figure from now on (yours too).
+
+    This changes ``matplotlib.rcParams`` for the session, which gradscope itself never does:
+    call it only if you want the look everywhere. ``plt.style.use("default")`` undoes it.
+    """
+    plt.style.use(STYLE_FILE)
+
+
 def style():
-    """Context manager applying gradscope's rc settings to the figures made inside it."""
-    with mpl.rc_context(_RC):
-        yield
+    """Context manager: gradscope's look for the figures you make inside the block.
+
+    ``with gradscope.plotting.style(): fig, ax = plt.subplots()`` is
+    ``plt.style.context(STYLE_FILE)``; matplotlib restores your settings when the block
+    ends. gradscope's own plotting functions do not use it: they style the figures they
+    create one by one (:func:`apply_look`) and never touch ``rcParams``.
+    """
+    return plt.style.context(STYLE_FILE)
+
+
+def _user_set(*keys: str) -> bool:
+    """True when any of ``keys`` differs from matplotlib's default (you, a style or Jupyter set it)."""
+    return any(mpl.rcParams[key] != mpl.rcParamsDefault[key] for key in keys)
+
+
+def _points(size, base: float) -> float:
+    """A font size (points or a relative name like ``"medium"``) in points, relative to ``base``."""
+    return float(size) if not isinstance(size, str) else _RELATIVE[size] * base
+
+
+def _default_points(key: str) -> float:
+    """The size matplotlib gives a text of kind ``key`` with the current settings."""
+    return _points(mpl.rcParams[key], mpl.rcParams["font.size"])
+
+
+def _resize(texts, key: str, points: float) -> None:
+    """Set the texts that still have matplotlib's default size for ``key`` to ``points``."""
+    default = _default_points(key)
+    for text in texts:
+        if text is not None and abs(text.get_fontsize() - default) < 1e-6:
+            text.set_fontsize(points)
+
+
+def _axes_fonts(ax) -> None:
+    _resize([ax.title, ax._left_title, ax._right_title], "axes.titlesize", _LOOK["axes.titlesize"])
+    _resize([ax.xaxis.label, ax.yaxis.label], "axes.labelsize", _LOOK["axes.labelsize"])
+    _resize(ax.texts, "font.size", _LOOK["font.size"])
+    ax.tick_params(axis="x", which="both", labelsize=_LOOK["xtick.labelsize"])
+    ax.tick_params(axis="y", which="both", labelsize=_LOOK["ytick.labelsize"])
+    legend = ax.get_legend()
+    if legend is not None:
+        _legend_fonts(legend)
+
+
+def _legend_fonts(legend) -> None:
+    _resize(legend.get_texts(), "legend.fontsize", _LOOK["legend.fontsize"])
+    title = legend.get_title()
+    title_key = "legend.title_fontsize" if mpl.rcParams["legend.title_fontsize"] is not None else "legend.fontsize"
+    _resize([title], title_key, _LOOK["legend.fontsize"])
+
+
+def _axes_frame(ax) -> None:
+    if hasattr(ax, "_colorbar") or ax.images or ax.collections and ax.get_label() == "<colorbar>":
+        return
+    if not _user_set("axes.spines.top", "axes.spines.right"):
+        ax.spines[["top", "right"]].set_visible(False)
+    if not _user_set("axes.grid", "grid.alpha"):
+        ax.grid(True, alpha=_LOOK["grid.alpha"])
+
+
+def _line_widths(ax) -> None:
+    if _user_set("lines.linewidth"):
+        return
+    for line in ax.lines:
+        if line.get_linewidth() == mpl.rcParams["lines.linewidth"]:
+            line.set_linewidth(_LOOK["lines.linewidth"])
+
+
+def apply_look(fig):
+    """gradscope's look on one figure it created: sizes, spines, grid, resolution.
+
+    Only what you have left at matplotlib's defaults is changed: if you set a font size,
+    the grid, the spines or the resolution in ``rcParams`` (or a style), your setting is
+    kept. Nothing global changes. Figures you pass in (``ax=``) are left as they are.
+
+    Args:
+        fig: a matplotlib Figure made by :func:`new_axes` or :func:`gradscope.plotting.figure_grid`.
+
+    Returns:
+        The same figure.
+    """
+    if not getattr(fig, "_gradscope_look", False):
+        return fig
+    fonts = not _user_set(*_FONT_KEYS)
+    for ax in fig.axes:
+        if fonts:
+            for axes in (ax, *ax.child_axes):
+                _axes_fonts(axes)
+        if ax.get_label() != "<colorbar>":
+            _axes_frame(ax)
+            _line_widths(ax)
+    if fonts:
+        _resize([fig._suptitle] + [t for legend in fig.legends for t in legend.get_texts()],
+                "figure.titlesize", _points("large", _LOOK["font.size"]))
+    return fig
+
+
+@contextlib.contextmanager
+def look(fig):
+    """Context manager for a plotting function: draw inside, :func:`apply_look` when the block ends."""
+    yield fig
+    apply_look(fig)
+
+
+def created_figure(**options):
+    """A new pyplot figure (so Jupyter shows it) marked for :func:`apply_look`.
+
+    ``options`` go to ``plt.figure`` (``figsize``, ``layout``, ...); the resolution is
+    gradscope's 150 dpi unless you set ``figure.dpi``.
+    """
+    if not _user_set("figure.dpi"):
+        options.setdefault("dpi", _LOOK["figure.dpi"])
+    fig = plt.figure(**options)
+    fig._gradscope_look = True
+    return fig
 
 
 def new_axes(ax=None, width: float = COLUMN_WIDTH, aspect: float = 0.75):
-    """Return ``(figure, axes)``: the given axes and its figure, or a fresh styled pair."""
+    """Return ``(figure, axes)``: the given axes and its figure, or a fresh pair gradscope will style."""
     if ax is not None:
         return ax.figure, ax
-    with style():
-        fig, ax = plt.subplots(figsize=(width, width * aspect), layout="constrained")
-    return fig, ax
+    fig = created_figure(figsize=(width, width * aspect), layout="constrained")
+    return fig, fig.add_subplot()
 
 
-def save_figure(fig, path, formats=("png", "svg", "pdf")) -> list[Path]:
+def save_figure(fig, path, formats=("png", "svg", "pdf"), dpi: float | None = None) -> list[Path]:
     """Write ``fig`` as ``path`` with each suffix in ``formats``; return the files written.
 
-    ``path`` is a stem (``"figures/profile"``) or a file name whose suffix is replaced.
+    Files are cropped to the drawn content (``bbox_inches="tight"``); SVG keeps its text
+    as text and PDF embeds TrueType fonts, so both stay editable.
+
+    Args:
+        fig: a matplotlib Figure.
+        path: a stem (``"figures/profile"``) or a file name whose suffix is replaced.
+        formats: the file formats to write.
+        dpi: resolution of raster formats; default the figure's own (150 for gradscope's figures).
+
+    Returns:
+        The paths written, one per format.
     """
     stem = Path(path)
     stem = stem.with_suffix("") if stem.suffix.lstrip(".") in formats else stem
@@ -74,7 +203,7 @@ def save_figure(fig, path, formats=("png", "svg", "pdf")) -> list[Path]:
     written = []
     for fmt in formats:
         target = stem.with_suffix(f".{fmt}")
-        with style():
-            fig.savefig(target, format=fmt)
+        with mpl.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):  # read while writing, then restored
+            fig.savefig(target, format=fmt, dpi=dpi or "figure", bbox_inches="tight")
         written.append(target)
     return written

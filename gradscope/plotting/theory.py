@@ -11,7 +11,7 @@ import matplotlib.colors as mcolors
 import matplotlib.ticker as mticker
 import numpy as np
 
-from gradscope.plotting.style import color, new_axes, style
+from gradscope.plotting.style import color, look, new_axes
 
 __all__ = ["plot_calibration", "plot_lyapunov_convergence", "plot_phase_diagram", "plot_rate_vs_theory"]
 
@@ -55,7 +55,7 @@ def plot_phase_diagram(diagram, which: str = "rms_rate", input_index: int = 0, a
     """
     values = diagram.mean(which)[input_index]
     fig, ax = new_axes(ax)
-    with style():
+    with look(fig):
         mesh = ax.pcolormesh(_edges(diagram.sigma_w), _edges(diagram.sigma_b), values,
                              cmap="RdBu_r", norm=_diverging_norm(values), shading="flat")
         fig.colorbar(mesh, ax=ax, label=_RATE_LABELS[which])
@@ -92,7 +92,7 @@ def plot_rate_vs_theory(diagram, input_index: int = 0, ax=None):
                          "default lecun_normal input kernel)")
     mean, std = diagram.mean("rms_rate")[input_index], diagram.std("rms_rate")[input_index]
     fig, ax = new_axes(ax)
-    with style():
+    with look(fig):
         for i, sigma_b in enumerate(diagram.sigma_b):
             ax.plot(diagram.sigma_w, diagram.theory_rms_rate[input_index, i], "-", color=color(i))
             ax.errorbar(diagram.sigma_w, mean[i], yerr=std[i], fmt="o", ms=3, color=color(i),
@@ -120,7 +120,7 @@ def plot_lyapunov_convergence(spectrum, reference=None, num_shown: int = 6, ax=N
     history = np.asarray(spectrum.history)[batch_index]
     shown = np.unique(np.linspace(0, history.shape[-1] - 1, min(num_shown, history.shape[-1])).astype(int))
     fig, ax = new_axes(ax)
-    with style():
+    with look(fig):
         for j, i in enumerate(shown):
             ax.plot(spectrum.steps, history[:, i], color=color(j), label=rf"$\lambda_{{{i + 1}}}$")
             if reference is not None:
@@ -142,7 +142,7 @@ def plot_calibration(calibration, ax=None):
     order = np.argsort(calibration.gains)
     gains, rates = calibration.gains[order], calibration.rates[order]
     fig, ax = new_axes(ax)
-    with style():
+    with look(fig):
         ax.errorbar(gains, rates.mean(axis=-1), yerr=rates.std(axis=-1), fmt="o-", ms=3, color=color(0),
                     label=f"measured {calibration.which} (seed mean ± std)")
         ax.axvspan(calibration.gain_low, calibration.gain_high, color=color(1), alpha=0.3, lw=0)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from gradscope.plotting.style import color, new_axes, style
+from gradscope.plotting.style import color, look, new_axes
 from gradscope.training.experiments import HorizonExperiment, TrainingRun
 
 __all__ = [
@@ -71,7 +71,7 @@ def plot_horizon_prediction(result, *, success_ratio: float | None = None, ax=No
     finite = ratio[np.isfinite(ratio)]
     edge = 2.0 * max(float(finite.max()) if finite.size else 1.0, 2.0)
     fig, ax = new_axes(ax, aspect=0.85)
-    with style():
+    with look(fig):
         inits, lags = list(dict.fromkeys(table["init"])), sorted(set(table["lag"]))
         for row, x in zip(table.itertuples(index=False), np.where(np.isfinite(ratio), ratio, edge)):
             exploding = row.verdict_at_init in ("exploding", "non-finite")
@@ -135,7 +135,7 @@ def plot_outcome_grid(result, *, success_ratio: float | None = None, ax=None, ti
     inits, lags = list(dict.fromkeys(table["init"])), sorted(set(table["lag"]))
     grid = stats.pivot(index="init", columns="lag", values="ratio").loc[inits, lags].to_numpy(np.float64)
     fig, ax = new_axes(ax, aspect=0.3 + 0.12 * len(inits))
-    with style():
+    with look(fig):
         norm = mcolors.LogNorm(vmin=min(success_ratio / 4, np.nanmin(grid)), vmax=max(1.5, np.nanmax(grid)))
         image = ax.imshow(grid, cmap="viridis_r", norm=norm, aspect="auto")
         for row in stats.itertuples(index=False):
@@ -190,7 +190,7 @@ def plot_training_curves(run, *, metric: str = "loss", window: int = 1, evaluati
     curves = run.curves_table().groupby(["init", "step"], sort=False)[metric].mean().reset_index()
     points = run.checkpoint_table().groupby(["init", "step"], sort=False)["eval_loss"].mean().reset_index()
     fig, ax = new_axes(ax)
-    with style():
+    with look(fig):
         for i, label in enumerate(run.labels):
             curve = curves[curves["init"] == label]
             values = curve[metric].rolling(window, min_periods=1).mean()
@@ -232,7 +232,7 @@ def plot_grad_norm_distribution(run, *, bins: int = 40, limits: tuple[float, flo
     low, high = limits if limits is not None else ((values.min(), values.max()) if values.size else (1e-3, 1.0))
     edges = np.geomspace(low, high, bins + 1)
     fig, ax = new_axes(ax)
-    with style():
+    with look(fig):
         for i, label in enumerate(run.labels):
             norms = table.loc[table["init"] == label, "grad_norm"].to_numpy(np.float64)
             norms = np.clip(norms[np.isfinite(norms)], edges[0], edges[-1])
@@ -268,7 +268,7 @@ def plot_hidden_gradients(run, *, init: str | None = None, seed=None, ax=None, t
     table = table[(table["init"] == init) & (table["seed"] == seed)]
     cmap = plt.get_cmap("viridis")
     fig, ax = new_axes(ax)
-    with style():
+    with look(fig):
         steps = list(run.steps)
         for k, step in enumerate(steps):
             rows = table[table["step"] == step]
@@ -297,7 +297,7 @@ def plot_horizon_during_training(run, *, ax=None, title: str | None = None):
     table = run.checkpoint_table().groupby(["init", "step"], sort=False)["horizon"].median().reset_index()
     top = run.task.num_steps
     fig, ax = new_axes(ax)
-    with style():
+    with look(fig):
         for i, label in enumerate(run.labels):
             rows = table[table["init"] == label]
             horizon = rows["horizon"].to_numpy(np.float64)
