@@ -12,6 +12,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradscope.core import _checks
+from gradscope.core import buckets
 from gradscope.core import engine
 from gradscope.analysis import metrics
 from gradscope.core import pipeline
@@ -237,7 +238,8 @@ def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backw
 def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
                      direction: str = "backward", dtype=None, untied: bool = False,
                      batch_axes: int | None = None, chunk: int | None = None, block=None,
-                     pipelined: bool | None = None, progress: bool | None = None) -> Spectra:
+                     pipelined: bool | None = None, progress: bool | None = None,
+                     bucket: bool | None = None) -> Spectra:
     """Singular values of ``dh_T/dh_{T-k}`` for every requested lag k, in one reverse sweep.
 
     The cell is unrolled with ``lax.scan`` from ``h0`` over ``xs``; one sweep then
@@ -276,6 +278,12 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
             400); one program elsewhere, and always under ``jit``/``vmap``.
         progress: pipelined only: a progress bar over the chunks, shown once the call has
             run for 2 s (default: only on a terminal); False hides it.
+        bucket: pad T to a bucket length with steps that leave the state unchanged, and pass
+            the lags as data, so that every T in a bucket runs one compiled program; the
+            results are exactly the unpadded ones, for at most 25% more work
+            (:mod:`gradscope.core.buckets`). Default None: on for small analyses, where a
+            compilation costs more than the analysis (bucketed lags * n^3 < 1e8, such as
+            hidden 64 with T up to 320); True or False to choose. No effect under ``jit``/``vmap``/``grad``.
 
     Returns:
         :class:`Spectra` with ``.lags`` and ``.log_singular_values`` ``[..., len(lags), n]``.
@@ -290,7 +298,13 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
     if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
         raise ValueError(f"chunk must be a positive int (lags per batched SVD) or None, got {chunk!r}")
     block = None if block is None else tuple(block_indices(h0, select) for select in block)
-    if _use_pipeline(pipelined, (params, xs, h0), len(kept), ravel_pytree(h0)[0].size):
+    n = ravel_pytree(h0)[0].size
+    if buckets.use_buckets(bucket, (params, xs, h0), len(kept), n):
+        out = buckets.bucketed_sweep(step, params, xs, h0, kept, num_steps, direction, bool(untied), batch_axes,
+                                     chunk, _carried_block(block, direction), progress=progress,
+                                     pipelined=_use_pipeline(pipelined, xs, buckets.bucket_length(len(kept)), n))
+        result = Spectra(*out, kept, direction)
+    elif _use_pipeline(pipelined, (params, xs, h0), len(kept), n):
         result = _pipelined_spectra(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block,
                                     progress)
     else:
