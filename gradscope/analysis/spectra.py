@@ -88,8 +88,8 @@ class Spectra:
 
 
 def _cast(tree, dtype):
-    def cast(leaf):
-        leaf = jnp.asarray(leaf)
+    def cast(leaf):  # device_put: jnp.asarray compiles a copy program for every new NumPy shape
+        leaf = leaf if isinstance(leaf, jax.Array) else jax.device_put(np.asarray(leaf))
         return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.inexact) else leaf
     return jax.tree_util.tree_map(cast, tree)
 
@@ -229,8 +229,9 @@ def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backw
     params, xs, h0 = _cast(params, dtype), _cast(xs, dtype), _cast(h0, dtype)
     for name, tree in (("params", params), ("xs", xs), ("h0", h0)):
         _checks.check_finite(name, tree)
-    x0 = jax.tree_util.tree_map(lambda a: a[(0,) * (batch_axes + 1)], xs)
-    p0 = jax.tree_util.tree_map(lambda p: p[0], params) if untied else params
+    one_step = lambda a, axes: jax.ShapeDtypeStruct(jnp.shape(a)[axes:], a.dtype)  # noqa: E731 - shapes, no compile
+    x0 = jax.tree_util.tree_map(lambda a: one_step(a, batch_axes + 1), xs)
+    p0 = jax.tree_util.tree_map(lambda p: one_step(p, 1), params) if untied else params
     _checks.check_state_structure(step, p0, h0, x0)
     return PreparedInputs(step, params, xs, h0, num_steps, batch_axes)
 

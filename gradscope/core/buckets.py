@@ -174,9 +174,10 @@ def _padded_inputs(params, xs, num_steps: int, batch_axes: int, direction: str, 
 
 
 def trim(out: engine.SweepOutput, num_lags: int) -> engine.SweepOutput:
-    """The first ``num_lags`` lag entries of a bucketed sweep's output (sliced on the host: no compile)."""
-    first = lambda a: jnp.asarray(np.asarray(a)[..., :num_lags])  # noqa: E731
-    log_sv = jnp.asarray(np.asarray(out.log_singular_values)[..., :num_lags, :])
+    """The first ``num_lags`` lag entries of a bucketed sweep's output (sliced on the host and put back with
+    ``device_put``: neither compiles anything, where a slice or ``jnp.asarray`` would at every new shape)."""
+    first = lambda a: jax.device_put(np.asarray(a)[..., :num_lags])  # noqa: E731
+    log_sv = jax.device_put(np.asarray(out.log_singular_values)[..., :num_lags, :])
     return engine.SweepOutput(log_sv, first(out.log_frobenius), first(out.log_floor), out.finite)
 
 
