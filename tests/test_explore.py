@@ -109,3 +109,16 @@ def test_errors_say_what_to_do(monkeypatch):
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # as if it were not installed
     with pytest.raises(ImportError, match=r"pip install 'gradscope\[notebooks\]'"):
         gradscope.explore(hidden_size=HIDDEN, hidden_sizes=(HIDDEN,), num_steps=40, max_steps=MAX_STEPS)
+
+
+def test_a_failed_update_says_so_and_keeps_the_last_result(explorer, monkeypatch):
+    previous = explorer.result
+
+    def overflow(settings, **options):
+        raise gradscope.NumericalOverflowError("the unrolled states became inf/NaN")
+
+    monkeypatch.setattr(explore_module, "explore_once", overflow)
+    explorer.controls["gain"].value = 2.9
+    assert explorer.result is previous
+    assert explorer.status.value.startswith("not redrawn, the figure shows the previous settings: "
+                                            "NumericalOverflowError")

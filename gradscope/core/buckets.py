@@ -75,10 +75,8 @@ milliseconds. Larger analyses keep their exact shapes (and pass ``bucket=True`` 
 
 def bucket_length(length: int) -> int:
     """The bucket a length falls in: ``length`` itself up to :data:`EXACT_UP_TO`, then the
-    smallest ``m * 2**e >= length`` with ``m`` in 5..8 (10, 12, 14, 16, 20, 24, 28, 32, 40, ...).
-
-    >>> [bucket_length(t) for t in (8, 9, 100, 200, 224, 225)]
-    [8, 10, 112, 224, 224, 256]
+    smallest ``m * 2**e >= length`` with ``m`` in 5..8 (10, 12, 14, 16, 20, 24, 28, 32, 40, ...):
+    ``bucket_length(200) == bucket_length(224) == 224``, ``bucket_length(225) == 256``.
     """
     if length <= EXACT_UP_TO:
         return int(length)

@@ -264,7 +264,8 @@ class Explorer:
         controls: the control widgets by name: ``cell``, ``activation``, ``initializer``,
             ``gain``, ``hidden_size``, ``num_steps``, ``input_scale``. Setting a value
             (by hand or in code) recomputes and redraws.
-        status: a label with the latest timings (or the latest error).
+        status: a label with the latest timings, or why the latest change could not be drawn
+            (an overflow, say: the figure then still shows the previous settings).
         image: the image widget that shows the figure.
         table: an HTML widget with the rates table.
         figure: the :class:`matplotlib.figure.Figure` the explorer draws into.
@@ -304,8 +305,8 @@ class Explorer:
         self.controls["activation"].disabled = settings.cell != "vanilla"
         try:
             result = explore_once(settings, **self._options)
-        except Exception as err:  # noqa: BLE001 - shown to the user in the status line, the explorer stays usable
-            self.status.value = f"error: {type(err).__name__}: {err}"
+        except Exception as err:  # noqa: BLE001 - shown in the status line, so the explorer stays usable
+            self.status.value = f"not redrawn, the figure shows the previous settings: {type(err).__name__}: {err}"
             return
         start = time.perf_counter()
         draw(self.figure, result)
@@ -316,7 +317,8 @@ class Explorer:
 
     def _status_text(self, result: ExplorerResult, drawing: float) -> str:
         settings = result.settings
-        shape = (settings.cell, settings.activation, settings.hidden_size, bucket_length(settings.num_steps))
+        activation = settings.activation if settings.cell == "vanilla" else None
+        shape = (settings.cell, activation, settings.hidden_size, bucket_length(settings.num_steps))
         first = "" if shape in self._compiled else " (first run at this shape: includes compilation)"
         self._compiled.add(shape)
         return (f"computed in {result.seconds:.2f} s, drawn in {drawing:.2f} s{first}; "
