@@ -59,6 +59,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "VanillaRNN": ("gradscope.cells.classic", "VanillaRNN"),
     "compare": ("gradscope.analysis.comparison", "compare"),
     "enable_compilation_cache": ("gradscope.core.cache", "enable_compilation_cache"),
+    "explore": ("gradscope.display.explore", "explore"),
     "forward_spectra": ("gradscope.analysis.spectra", "forward_spectra"),
     "from_equinox": ("gradscope.cells.adapters.equinox", "from_equinox"),
     "from_flax": ("gradscope.cells.adapters.flax", "from_flax"),
@@ -98,5 +99,6 @@ if TYPE_CHECKING:  # what static tools see; at run time the names above load on 
     from gradscope.core._checks import NumericalOverflowError
     from gradscope.core.cache import enable_compilation_cache
     from gradscope.display import report
+    from gradscope.display.explore import explore
     from gradscope.theory import calibrate, phase
     from gradscope.training import clipping

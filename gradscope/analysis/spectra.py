@@ -12,6 +12,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradscope.core import _checks
+from gradscope.core import buckets
 from gradscope.core import engine
 from gradscope.analysis import metrics
 from gradscope.core import pipeline, ritz
@@ -87,8 +88,8 @@ class Spectra:
 
 
 def _cast(tree, dtype):
-    def cast(leaf):
-        leaf = jnp.asarray(leaf)
+    def cast(leaf):  # device_put: jnp.asarray compiles a copy program for every new NumPy shape
+        leaf = leaf if isinstance(leaf, jax.Array) else jax.device_put(np.asarray(leaf))
         return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.inexact) else leaf
     return jax.tree_util.tree_map(cast, tree)
 
@@ -228,8 +229,9 @@ def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backw
     params, xs, h0 = _cast(params, dtype), _cast(xs, dtype), _cast(h0, dtype)
     for name, tree in (("params", params), ("xs", xs), ("h0", h0)):
         _checks.check_finite(name, tree)
-    x0 = jax.tree_util.tree_map(lambda a: a[(0,) * (batch_axes + 1)], xs)
-    p0 = jax.tree_util.tree_map(lambda p: p[0], params) if untied else params
+    one_step = lambda a, axes: jax.ShapeDtypeStruct(jnp.shape(a)[axes:], a.dtype)  # noqa: E731 - shapes, no compile
+    x0 = jax.tree_util.tree_map(lambda a: one_step(a, batch_axes + 1), xs)
+    p0 = jax.tree_util.tree_map(lambda p: one_step(p, 1), params) if untied else params
     _checks.check_state_structure(step, p0, h0, x0)
     return PreparedInputs(step, params, xs, h0, num_steps, batch_axes)
 
@@ -237,7 +239,8 @@ def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backw
 def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
                      direction: str = "backward", dtype=None, untied: bool = False,
                      batch_axes: int | None = None, chunk: int | None = None, block=None,
-                     pipelined: bool | None = None, progress: bool | None = None, method: str = "auto") -> Spectra:
+                     pipelined: bool | None = None, progress: bool | None = None, method: str = "auto",
+                     bucket: bool | None = None) -> Spectra:
     """Singular values of ``dh_T/dh_{T-k}`` for every requested lag k, in one reverse sweep.
 
     The cell is unrolled with ``lax.scan`` from ``h0`` over ``xs``; one sweep then
@@ -282,6 +285,12 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
             large products, :func:`gradscope.core.ritz.worth_it`; else ``"svd"``).
         progress: pipelined only: a progress bar over the chunks, shown once the call has
             run for 2 s (default: only on a terminal); False hides it.
+        bucket: pad T to a bucket length with steps that leave the state unchanged, and pass
+            the lags as data, so that every T in a bucket runs one compiled program; the
+            results are exactly the unpadded ones, for at most 25% more work
+            (:mod:`gradscope.core.buckets`). Default None: on for small analyses, where a
+            compilation costs more than the analysis (bucketed lags * n^3 < 1e8, such as
+            hidden 64 with T up to 320); True or False to choose. No effect under ``jit``/``vmap``/``grad``.
 
     Returns:
         :class:`Spectra` with ``.lags`` and ``.log_singular_values`` ``[..., len(lags), n]``.
@@ -296,15 +305,24 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
     if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
         raise ValueError(f"chunk must be a positive int (lags per batched SVD) or None, got {chunk!r}")
     block = None if block is None else tuple(block_indices(h0, select) for select in block)
+    if method not in ("auto", *pipeline.METHODS):
+        raise ValueError(f"method must be 'auto', 'svd' or 'ritz', got {method!r}")
     flat_h0 = ravel_pytree(h0)[0]
-    if _use_pipeline(pipelined, (params, xs, h0), len(kept), flat_h0.size):
-        method = _pipeline_method(method, _block_shape(block, flat_h0.size, direction), flat_h0.dtype, len(kept))
+    n = flat_h0.size
+    if bucket is None and method == "ritz":  # asked for by name: no default bucketing in its way
+        bucket = False
+    if buckets.use_buckets(bucket, (params, xs, h0), len(kept), n):
+        _check_method(method, "with bucketing (bucket=True or a small analysis); pass bucket=False to choose it")
+        out = buckets.bucketed_sweep(step, params, xs, h0, kept, num_steps, direction, bool(untied), batch_axes,
+                                     chunk, _carried_block(block, direction), progress=progress,
+                                     pipelined=_use_pipeline(pipelined, xs, buckets.bucket_length(len(kept)), n))
+        result = Spectra(*out, kept, direction)
+    elif _use_pipeline(pipelined, (params, xs, h0), len(kept), n):
+        method = _pipeline_method(method, _block_shape(block, n, direction), flat_h0.dtype, len(kept))
         result = _pipelined_spectra(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block,
                                     progress, method)
-    elif method not in ("auto", "svd"):
-        raise ValueError(f"method={method!r} runs in the CPU pipeline; here the analysis is one compiled program "
-                         "(traced, pipelined=False, or not on a CPU): pass method='auto' or 'svd'")
     else:
+        _check_method(method, "here: the analysis is one compiled program (traced, pipelined=False, or not on a CPU)")
         result = _spectra_core(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block)
     _raise_if_overflowed(result)
     return result
@@ -318,10 +336,14 @@ def _block_shape(block, state_size: int, direction: str) -> tuple[int, int]:
     return len(rows), len(columns)
 
 
+def _check_method(method: str, where: str) -> None:
+    """Only ``method="auto"`` or ``"svd"`` apply outside the unbucketed CPU pipeline."""
+    if method not in ("auto", "svd"):
+        raise ValueError(f"method={method!r} runs in the CPU pipeline, not {where}; pass method='auto' or 'svd'")
+
+
 def _pipeline_method(method: str, shape: tuple[int, int], dtype, num_lags: int) -> str:
     """The pipeline's SVD method for ``method="auto"|"svd"|"ritz"`` (see :func:`jacobian_spectra`)."""
-    if method not in ("auto", *pipeline.METHODS):
-        raise ValueError(f"method must be 'auto', 'svd' or 'ritz', got {method!r}")
     if method == "auto":
         return "ritz" if ritz.worth_it(shape, dtype, num_lags) else "svd"
     if method == "ritz" and not ritz.supports(dtype):

@@ -123,8 +123,15 @@ def relative_resolution(n: int, dtype) -> float:
     return float(n * np.finfo(dtype).eps)
 
 
-def lag_gaps(lags: tuple[int, ...]) -> np.ndarray:
-    """Steps between consecutive kept lags (the first counted from lag 0): what a sweep scans over."""
+def lag_gaps(lags) -> np.ndarray | jax.Array:
+    """Steps between consecutive kept lags (the first counted from lag 0): what a sweep scans over.
+
+    ``lags`` is a sequence of ints (the gaps come back as a NumPy array) or a JAX int
+    array, which may be traced: one compiled sweep then serves every lag set of that
+    length (see :mod:`gradscope.core.buckets`).
+    """
+    if isinstance(lags, jax.Array):
+        return jnp.diff(lags.astype(jnp.int32), prepend=0)
     return np.diff(np.concatenate([[0], np.asarray(lags, dtype=np.int32)])).astype(np.int32)
 
 
@@ -173,6 +180,8 @@ def sweep(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...],
           direction: str = "backward", untied: bool = False,
           start_rows: np.ndarray | None = None, columns: np.ndarray | None = None) -> SweepOutput:
     """Form the products for every lag in ``lags`` (sorted ints in [0, T]) in one sweep.
+
+    ``lags`` may also be a (traced) JAX int array of them, repeats allowed (see :func:`lag_gaps`).
 
     The sweep walks k = 1..max(lags); between kept lags it only multiplies and
     renormalises, at a kept lag it also takes the singular values.
@@ -252,7 +261,7 @@ def sweep_chunked(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...]
     """
     gaps = lag_gaps(lags)
     num_chunks = -(-len(gaps) // chunk)
-    gaps = np.concatenate([gaps, np.zeros(num_chunks * chunk - len(gaps), np.int32)]).reshape(num_chunks, chunk)
+    gaps = jnp.pad(gaps, (0, num_chunks * chunk - len(gaps))).reshape(num_chunks, chunk)
     advance = product_stepper(flat_step, params, states, xs, direction, untied)
 
     def one_chunk(carry, chunk_gaps):

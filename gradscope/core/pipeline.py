@@ -187,7 +187,7 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
                     untied: bool = False, batch_axes: int = 0, start_rows: tuple | None = None,
                     columns: tuple | None = None, chunk: int | None = None,
                     workers: int | None = None, progress: bool | None = None,
-                    method: str = "svd") -> engine.SweepOutput:
+                    method: str = "svd", unroll_step=None) -> engine.SweepOutput:
     """The all-lag sweep of :func:`gradscope.engine.sweep`, as a pipeline of chunks (see the module doc).
 
     Args:
@@ -195,7 +195,7 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
         params: checked and cast parameters (see :func:`gradscope.spectra.prepare_inputs`).
         xs: checked and cast inputs, with ``batch_axes`` leading batch axes.
         h0: the initial state pytree.
-        lags: sorted kept lags in [0, T].
+        lags: sorted kept lags in [0, T] (a bucketed analysis repeats the last one, see :mod:`gradscope.core.buckets`).
         direction: ``"backward"`` or ``"forward"``, as in :func:`gradscope.engine.sweep`.
         untied: per-step parameters, as in :func:`gradscope.engine.sweep`.
         batch_axes: leading batch axes of ``xs`` (each entry is swept; params and h0 are shared).
@@ -209,6 +209,8 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
         method: ``"svd"`` (one LAPACK call per product) or ``"ritz"`` (warm-started
             Rayleigh-Ritz, :mod:`gradscope.core.ritz`: the same values above the resolution
             floor, for a fraction of the work where the resolved rank falls with the lag).
+        unroll_step: the step the states are unrolled with, where it differs from the one
+            the sweep differentiates (:mod:`gradscope.core.buckets`); default ``step``.
 
     Returns:
         :class:`gradscope.engine.SweepOutput` with the batch axes leading.
@@ -218,14 +220,14 @@ def pipelined_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str 
     chunk = chunk or auto_chunk(len(lags), flat_h0.size, flat_h0.dtype.itemsize, workers,
                                 RITZ_CHUNKS if method == "ritz" else MIN_CHUNKS)
     size, kept = _chunk_plan(len(lags), chunk)
-    states, carry = _start(step, params, xs, h0, untied, batch_axes, start_rows)
+    states, carry = _start(unroll_step or step, params, xs, h0, untied, batch_axes, start_rows)
     batch_shape = jnp.shape(carry[1])
     entries = int(np.prod(batch_shape, dtype=np.int64))
     x64 = bool(jax.config.jax_enable_x64)
     length = -(-entries * size // workers)  # the longest task: a chunk's products over the workers
     pending, outputs = [], []
     decompose = _task_submitter(method, workers, size, length, columns, x64)
-    with tqdm(total=len(kept), desc=f"spectra at {len(lags)} lags", unit="chunk", delay=PROGRESS_DELAY,
+    with tqdm(total=len(kept), desc=f"spectra at {len(set(lags))} lags", unit="chunk", delay=PROGRESS_DELAY,
               disable=None if progress is None else not progress) as bar:
         for index, (real, chunk_gaps) in enumerate(zip(kept, _chunk_gaps(lags, size, kept))):
             carry, (products, log_scales) = _sweep_chunk(step, params, xs, h0, states, carry, chunk_gaps,
