@@ -250,3 +250,36 @@ def test_summary_says_where_a_rate_cannot_be_drawn(comparison):
     ax = plotting.plot_summary(table).axes[0]
     notes = {text.get_text(): text.xy[1] for text in ax.texts}
     assert notes == {"\u2190 rate -inf (zero product)": 0, "no rate (overflow, or < 2 lags)": 1}
+
+
+def _overlaps(box, other) -> bool:
+    return box.x0 < other.x1 and other.x0 < box.x1 and box.y0 < other.y1 and other.y0 < box.y1
+
+
+@pytest.mark.parametrize("draw", [
+    lambda c: plotting.plot_singular_value_density(c, [1, 5, STEPS], init="identity"),
+    lambda c: plotting.plot_lag_profile(c),
+    lambda c: plotting.plot_summary(c),
+], ids=["density", "lag_profile", "summary"])
+def test_legends_never_cover_the_plotted_data(comparison, draw):
+    fig = draw(comparison)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert not _overlaps(legend, ax.get_window_extent())  # data are clipped to the axes box
+    for artist in [*ax.patches, *ax.lines, *ax.collections]:
+        for path in artist.get_paths() if hasattr(artist, "get_paths") else [artist.get_path()]:
+            drawn = path.transformed(artist.get_transform())
+            assert not drawn.intersects_bbox(legend, filled=False), artist.get_label()
+
+
+def test_density_panels_in_a_grid_keep_their_legends_clear_of_every_panel(comparison):
+    fig, axes = plotting.figure_grid(len(comparison.labels))
+    for label, ax in zip(comparison.labels, axes):
+        plotting.plot_singular_value_density(comparison, [1, 5, STEPS], init=label, ax=ax)
+    fig.canvas.draw()
+    boxes = [ax.get_window_extent() for ax in axes]
+    for ax in axes:
+        legend = ax.get_legend().get_window_extent()
+        assert not any(_overlaps(legend, box) for box in boxes)
+        assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)

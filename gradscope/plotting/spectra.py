@@ -179,10 +179,13 @@ def _profile_legend(ax, labels, metrics, band, table, unit, extra=()) -> None:
     _legend_below(ax, handles, title)
 
 
-def _legend_below(ax, handles, title=None) -> None:
-    """Legend under the axes (a fixed distance below the x label), as many columns as the labels allow."""
+def _legend_below(ax, handles, title=None, max_columns: int = 3) -> None:
+    """Legend under the axes (a fixed distance below the x label), as many columns as the labels allow.
+
+    Outside the axes it can never cover data, however the data fall.
+    """
     longest = max(len(handle.get_label()) for handle in handles)
-    columns = min(len(handles), 3 if longest <= 13 else (2 if longest <= 22 else 1))
+    columns = min(len(handles), max_columns if longest <= 13 else (2 if longest <= 22 else 1))
     below = mtransforms.offset_copy(ax.transAxes, fig=ax.figure, y=-30, units="points")
     ax.legend(handles=handles, title=title, loc="upper center", bbox_to_anchor=(0.5, 0.0),
               bbox_transform=below, ncols=columns, frameon=False, title_fontsize=7)
@@ -372,6 +375,7 @@ def plot_singular_value_density(result, lags: Sequence[int], *, init: str | None
     """Histogram (density) of the log singular values at chosen lags, one colour per lag.
 
     Values below the resolution floor are left out (they are not measurements).
+    The legend sits under the axes, where it cannot hide a histogram.
 
     Args:
         result: a :class:`~gradscope.Comparison` (one ``init``, default the first;
@@ -406,7 +410,8 @@ def plot_singular_value_density(result, lags: Sequence[int], *, init: str | None
                     label=f"k = {lag}")
         ax.set(xlabel=_LOG_AXIS_LABEL, ylabel="density", title=title if title is not None
                else f"Distribution of $\\log\\sigma_i$ at chosen lags\n{label}")
-        ax.legend(title="lag", frameon=False)
+        handles = [Line2D([], [], color=color(j), linewidth=1.4, label=f"k = {lag}") for j, lag in enumerate(lags)]
+        _legend_below(ax, handles, title="lag", max_columns=4)
     return fig
 
 
