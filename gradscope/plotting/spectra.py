@@ -36,6 +36,7 @@ __all__ = [
     "plot_singular_value_density",
     "plot_spectrum_heatmap",
     "plot_summary",
+    "share_legend",
 ]
 
 METRIC_LABELS = {
@@ -411,7 +412,7 @@ def plot_singular_value_density(result, lags: Sequence[int], *, init: str | None
         ax.set(xlabel=_LOG_AXIS_LABEL, ylabel="density", title=title if title is not None
                else f"Distribution of $\\log\\sigma_i$ at chosen lags\n{label}")
         handles = [Line2D([], [], color=color(j), linewidth=1.4, label=f"k = {lag}") for j, lag in enumerate(lags)]
-        _legend_below(ax, handles, title="lag", max_columns=4)
+        _legend_below(ax, handles, title="lag", max_columns=2)  # fits a third of a page
     return fig
 
 
@@ -547,3 +548,23 @@ def figure_grid(count: int, *, columns: int = 3, width: float | None = None, asp
     for extra in axes.ravel()[count:]:
         extra.set_visible(False)
     return fig, list(axes.ravel()[:count])
+
+
+def share_legend(fig, axes) -> None:
+    """Put one legend under the whole figure in place of the identical legends of ``axes``.
+
+    For panels of one plot type (such as :func:`plot_singular_value_density` at
+    the same lags) drawn on a :func:`figure_grid`: the legend of the first panel
+    is kept, once, below every panel, and the panels' own legends are removed.
+
+    Args:
+        fig: the figure (laid out by ``layout="constrained"``, as :func:`figure_grid` makes it).
+        axes: the panels; each must have a legend.
+    """
+    first = axes[0].get_legend()
+    handles, labels = first.legend_handles, [text.get_text() for text in first.get_texts()]
+    title = first.get_title().get_text() or None
+    for ax in axes:
+        ax.get_legend().remove()
+    fig.legend(handles, labels, title=title, loc="outside lower center", ncols=len(handles), frameon=False,
+               title_fontsize=7, fontsize=7)
