@@ -27,6 +27,7 @@ import numpy as np
 import gradscope
 from gradscope.cells import classic as cells
 from gradscope import initializers
+from gradscope._interrupts import check_interrupted, remembering_interrupts
 from gradscope.display import report
 from gradscope.analysis.comparison import DEFAULT_INITIALIZERS, make_inputs
 from gradscope.core.lags import select_lags
@@ -297,6 +298,7 @@ def _precision(dtype: str):
 
 
 def _finish(args, comparison, settings, run) -> None:
+    check_interrupted()
     built = report.build_report(comparison, settings=settings, run=run)
     files = report.write_report(built, args.out, force=args.force)
     if not args.quiet:
@@ -424,7 +426,10 @@ def _interrupted(args, before: tuple) -> str:
 def _dispatch(args, argv) -> int:
     before = _report_state(args)
     try:
-        return args.handler(args, argv)
+        with remembering_interrupts():
+            status = args.handler(args, argv)
+            check_interrupted()
+        return status
     except KeyboardInterrupt:
         newline = "\n" if sys.stderr.isatty() else ""  # end a progress bar's line first
         print(f"{newline}{args.parser.prog}: {_interrupted(args, before)}", file=sys.stderr)
@@ -439,4 +444,6 @@ def _dispatch(args, argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gradscope.__main__ import console_main
+
+    console_main()

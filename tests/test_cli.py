@@ -6,9 +6,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import gc  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -20,6 +22,7 @@ import pytest  # noqa: E402
 
 import gradscope  # noqa: E402
 from gradscope import cli, report  # noqa: E402
+from gradscope._interrupts import check_interrupted, remembering_interrupts  # noqa: E402
 from gradscope.analysis.comparison import make_inputs  # noqa: E402
 
 # In-process runs use the configuration of tests/test_plotting.py (compiled code is shared in one pytest run).
@@ -273,6 +276,80 @@ def test_ctrl_c_while_writing_leaves_the_previous_report_whole(compare_run, tmp_
     assert err.count("\n") == 1 and "is unchanged" in err and "Traceback" not in err
     assert _snapshot(previous) == before
     assert [p.name for p in previous.parent.iterdir()] == [previous.name]
+
+
+def test_a_ctrl_c_that_a_library_swallowed_still_stops_the_command(compare_run, tmp_path, capsys, monkeypatch):
+    real_compare = gradscope.compare
+
+    def swallowing(*args, **kwargs):
+        try:  # Ctrl-C lands in library code that drops the exception (as JAX's garbage-collection callback does)
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        return real_compare(*args, **kwargs)
+
+    monkeypatch.setattr(gradscope, "compare", swallowing)
+    out = tmp_path / "report"
+    assert cli.main(["compare", *COMPARE_ARGS, "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no report written" in err and not out.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_dropped_in_a_gc_callback_is_kept_quiet_and_raised_again(monkeypatch):
+    unraisable, raised = [], []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)  # where Python reports what it drops
+
+    def callback(phase, info):  # how JAX loses Ctrl-C: its callback runs on every garbage collection
+        if phase == "start" and len(raised) < 2:
+            raised.append(True)
+            signal.raise_signal(signal.SIGINT) if len(raised) == 1 else int("not a number")
+
+    gc.callbacks.append(callback)
+    try:
+        with remembering_interrupts():
+            gc.collect()  # Python drops the KeyboardInterrupt raised in the callback
+            gc.collect()  # ... and then a ValueError, which is still reported
+            with pytest.raises(KeyboardInterrupt):
+                check_interrupted()
+    finally:
+        gc.callbacks.remove(callback)
+    assert [type(u.exc_value) for u in unraisable] == [ValueError]  # no "Exception ignored ..." for Ctrl-C
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and sys.unraisablehook == unraisable.append
+    with remembering_interrupts():
+        check_interrupted()  # nothing pending in the next command: a new block forgets earlier presses
+
+
+_FAKE_CLI = """
+import importlib.abc, importlib.util, signal, sys
+import gradscope.__main__ as entry
+
+class FakeCli(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path, target=None):
+        return importlib.util.spec_from_loader(name, self) if name == "gradscope.cli" else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):  # stands in for importing gradscope.cli (and JAX): Ctrl-C arrives meanwhile
+        ACTION
+        module.main = lambda: 0
+
+sys.meta_path.insert(0, FakeCli())
+entry.console_main()
+"""
+
+
+@pytest.mark.parametrize("action, status, err", [
+    ("pass", 0, ""),
+    ("raise KeyboardInterrupt", 130, "gradscope: interrupted\n"),
+    ("try:\n            signal.raise_signal(signal.SIGINT)\n        except KeyboardInterrupt:\n            pass", 130,
+     "gradscope: interrupted\n"),  # swallowed by the code being imported
+], ids=["no-interrupt", "interrupt", "swallowed-interrupt"])
+def test_console_command_exits_130_after_one_line_when_interrupted_while_importing(action, status, err):
+    done = subprocess.run([sys.executable, "-c", _FAKE_CLI.replace("ACTION", action)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(gradscope.__file__).parents[1])})
+    assert (done.returncode, done.stderr) == (status, err)
 
 
 def test_console_script_runs_the_tiny_comparison(console_run):
