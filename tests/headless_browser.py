@@ -16,6 +16,7 @@ everything has loaded, writes a JSON summary into a ``<pre>`` element, and
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import re
@@ -102,7 +103,7 @@ def page_checks(page: Path, width: int, height: int = 900, timeout: float = 60) 
     found = re.search(f'<pre id="{_CHECK_ID}">(.*?)</pre>', dom, re.S)
     if found is None:
         raise RuntimeError(f"the check script left no result in the page; the DOM began: {dom[:500]!r}")
-    return json.loads(found.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+    return json.loads(html.unescape(found.group(1)))
 
 
 def screenshot(page: Path, png: Path, width: int, height: int = 2400, timeout: float = 60) -> Path:

@@ -283,7 +283,8 @@ def json_text(value, level: int = 0) -> str:
 
 
 def _files_line() -> str:
-    return "Files: " + ", ".join(f"[{name}]({name}) ({what})" for name, what in FOLDER_FILES) + "."
+    return "Files: " + ", ".join(f"[{name}]({name}) ({what})" for name, what in FOLDER_FILES
+                                 if name != "report.md") + "."
 
 
 def render_markdown(report: Report, figure_files: dict) -> str:
