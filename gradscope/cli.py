@@ -8,13 +8,15 @@
 
 Both write a report folder (see :mod:`gradscope.report`). The command only parses
 arguments, calls the API and writes files. Bad arguments exit with status 2 and
-a message naming the fix; a numerical overflow in ``analyze`` exits with status 1.
+a message naming the fix; a numerical overflow in ``analyze`` exits with status 1;
+Ctrl-C exits with status 130 after one line, leaving no half-written report.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import shlex
 import sys
 from pathlib import Path
@@ -25,6 +27,7 @@ import numpy as np
 import gradscope
 from gradscope.cells import classic as cells
 from gradscope import initializers
+from gradscope._interrupts import check_interrupted, remembering_interrupts
 from gradscope.display import report
 from gradscope.analysis.comparison import DEFAULT_INITIALIZERS, make_inputs
 from gradscope.core import cache
@@ -303,8 +306,9 @@ def _precision(dtype: str):
     return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
 
 
-def _finish(args, comparison, settings) -> None:
-    built = report.build_report(comparison, settings=settings)
+def _finish(args, comparison, settings, run) -> None:
+    check_interrupted()
+    built = report.build_report(comparison, settings=settings, run=run)
     files = report.write_report(built, args.out, force=args.force)
     if not args.quiet:
         print(comparison.to_dataframe().to_string(index=False))
@@ -327,16 +331,25 @@ def _run_compare(args, argv) -> int:
     cell = CELLS[args.cell](args.hidden, args.input_size, **_cell_options(args))
     specs = _compare_specs(args)
     select_lags(args.lags, args.steps, args.num_log_lags)
+    run = {"command": shlex.join(["gradscope", *argv]), "initializers": specs, **_analysis_options(args),
+           "input_init": "lecun_normal", "bias_init": "zeros"}
     with _precision(args.dtype):
-        comparison = gradscope.compare(
-            cell, specs, seeds=args.seeds, num_steps=args.steps, inputs=args.inputs, input_scale=args.input_scale,
-            lags=args.lags, num_log_lags=args.num_log_lags, dtype=args.dtype, progress=False if args.quiet else None)
-        _finish(args, comparison, [("command", shlex.join(["gradscope", *argv])), ("inputs", _inputs_text(args))])
+        comparison = gradscope.compare(cell, specs, seeds=args.seeds, num_steps=args.steps, inputs=args.inputs,
+                                       input_scale=args.input_scale, lags=args.lags, num_log_lags=args.num_log_lags,
+                                       input_init=run["input_init"], bias_init=run["bias_init"], dtype=args.dtype,
+                                       progress=False if args.quiet else None)
+        _finish(args, comparison, [], run)
     return 0
 
 
-def _inputs_text(args) -> str:
-    return f"gaussian, std {args.input_scale:g}" if args.inputs == "gaussian" else "zeros"
+def _analysis_options(args) -> dict:
+    """The analysis options as the run settings of metrics.json record them (gradscope.compare's names)."""
+    return {"inputs": args.inputs, "input_scale": args.input_scale, "lags": args.lags,
+            "num_log_lags": args.num_log_lags}
+
+
+def _file_settings(path: Path) -> dict:
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def _run_analyze(args, argv) -> int:
@@ -356,9 +369,9 @@ def _run_analyze(args, argv) -> int:
         label = args.label or args.params.stem
         comparison = gradscope.Comparison((label,), seeds, jax.tree_util.tree_map(lambda a: a[None], spectra),
                                           gradscope.Thresholds(), cell, args.steps)
-        settings = [("command", shlex.join(["gradscope", *argv])), ("parameters", str(args.params)),
-                    ("inputs", f"{_inputs_text(args)}; seeds = input sequences, the parameters are fixed")]
-        _finish(args, comparison, settings)
+        run = {"command": shlex.join(["gradscope", *argv]), "parameters": _file_settings(args.params),
+               **_analysis_options(args)}
+        _finish(args, comparison, [("note", "seeds are input sequences; the parameters are fixed")], run)
     return 0
 
 
@@ -380,7 +393,10 @@ def _run_calibrate(args, argv) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``gradscope`` command; return its exit status (0 ok, 1 overflow, 2 bad arguments).
+    """Run the ``gradscope`` command; return its exit status (0 ok, 1 overflow, 2 bad arguments, 130 Ctrl-C).
+
+    Ctrl-C prints one line saying whether the report folder was left as it was, and
+    returns 130; a report folder is never left half-written.
 
     Args:
         argv: the arguments after ``gradscope`` (default ``sys.argv[1:]``).
@@ -398,11 +414,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _dispatch(args, argv)
 
 
+def _report_state(args) -> tuple:
+    """Whether the --out folder exists, and the identity of its report.html (changed by a completed write)."""
+    out = getattr(args, "out", None)
+    page = Path(out or "") / "report.html"
+    return (out is not None and Path(out).exists(),
+            (page.stat().st_ino, page.stat().st_mtime_ns) if out is not None and page.exists() else None)
+
+
+def _interrupted(args, before: tuple) -> str:
+    """The one line printed for Ctrl-C: what happened to the report folder."""
+    out = getattr(args, "out", None)
+    if out is None:
+        return "interrupted"
+    if _report_state(args) != before:
+        return f"interrupted just after the report was written to {out}"
+    return f"interrupted; no report written ({out} {'is unchanged' if before[0] else 'was not created'})"
+
+
 def _dispatch(args, argv) -> int:
     if not getattr(args, "no_cache", True):
         cache.enable_compilation_cache()
+    before = _report_state(args)
     try:
-        return args.handler(args, argv)
+        with remembering_interrupts():
+            status = args.handler(args, argv)
+            check_interrupted()
+        return status
+    except KeyboardInterrupt:
+        newline = "\n" if sys.stderr.isatty() else ""  # end a progress bar's line first
+        print(f"{newline}{args.parser.prog}: {_interrupted(args, before)}", file=sys.stderr)
+        return 130
     except (ValueError, FileExistsError, NotADirectoryError) as err:
         args.parser.print_usage(sys.stderr)
         print(f"{args.parser.prog}: error: {err}", file=sys.stderr)
@@ -413,4 +455,6 @@ def _dispatch(args, argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gradscope.__main__ import console_main
+
+    console_main()

@@ -6,8 +6,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import gc  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -19,6 +22,7 @@ import pytest  # noqa: E402
 
 import gradscope  # noqa: E402
 from gradscope import cli, report  # noqa: E402
+from gradscope._interrupts import check_interrupted, remembering_interrupts  # noqa: E402
 from gradscope.analysis.comparison import make_inputs  # noqa: E402
 
 # In-process runs use the configuration of tests/test_plotting.py (compiled code is shared in one pytest run).
@@ -31,7 +35,9 @@ FIGURES = {f"{name}.{suffix}" for name in ("lag_profile", "summary", "spectra", 
 def _assert_report_folder(folder: Path) -> list[dict]:
     assert {p.name for p in folder.iterdir()} == REPORT_FILES
     assert {p.name for p in (folder / "figures").iterdir()} == FIGURES
-    records = json.loads((folder / "metrics.json").read_text())  # strict JSON: no NaN/Infinity tokens
+    document = json.loads((folder / "metrics.json").read_text())  # strict JSON: no NaN/Infinity tokens
+    assert list(document) == ["settings", "rows"]
+    records = document["rows"]
     assert isinstance(records, list) and records
     for record in records:
         assert list(record) == list(report.METRIC_FIELDS)
@@ -156,7 +162,10 @@ def test_analyze_reports_on_saved_parameters(tmp_path, capsys):
     horizons = np.asarray(summary.horizon, np.float64)
     expected = [None if np.isinf(h) else h for h in (np.median(horizons), horizons.min(), horizons.max())]
     assert [record["horizon"], record["horizon_min"], record["horizon_max"]] == pytest.approx(expected)
-    assert "seeds = input sequences" in (out / "report.md").read_text()
+    assert "seeds are input sequences" in (out / "report.md").read_text()
+    settings = json.loads((out / "metrics.json").read_text())["settings"]
+    assert settings["parameters"]["sha256"] == hashlib.sha256((tmp_path / "mine.npz").read_bytes()).hexdigest()
+    assert settings["cell"] == {"type": "VanillaRNN", "hidden_size": 8, "input_size": 1, "activation": "tanh"}
 
 
 @pytest.mark.parametrize("arrays, message", [
@@ -195,6 +204,152 @@ def test_analyze_overflow_exits_1_with_the_message(tmp_path, capsys, monkeypatch
     status = cli.main(["analyze", "--cell", "vanilla", "--params", str(tmp_path / "p.npz"), "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert status == 1 and "inf/NaN; lower the recurrent gain" in err and "Traceback" not in err
+
+
+def _compare_from_settings(settings: dict) -> gradscope.Comparison:
+    """Run the analysis again from metrics.json's settings block alone, as a program reading it would."""
+    cell_options = {key: value for key, value in settings["cell"].items() if key != "type"}
+    cell = getattr(gradscope, settings["cell"]["type"])(**cell_options)
+    specs = {item["label"]: (item["name"], item["options"]) for item in settings["initializers"]}
+    return gradscope.compare(cell, specs, seeds=settings["seeds"], num_steps=settings["num_steps"],
+                             inputs=settings["inputs"], input_scale=settings["input_scale"], lags=settings["lags"],
+                             num_log_lags=settings["num_log_lags"], input_init=settings["input_init"],
+                             bias_init=settings["bias_init"], dtype=settings["dtype"],
+                             thresholds=gradscope.Thresholds(**settings["thresholds"]), progress=False)
+
+
+def test_the_settings_block_alone_reproduces_the_rows(tmp_path):
+    out = tmp_path / "report"
+    # The shapes of COMPARE_ARGS (compiled code is shared); options that change the numbers but not the shapes.
+    assert cli.main(["compare", "--hidden", "8", "--steps", "10", "--seeds", "3", "--init", "orthogonal:gain=1.1",
+                     "--init", "he_normal", "--init", "normal:stddev=0.8", "--input-scale", "0.5", "--out", str(out),
+                     "--quiet"]) == 0
+    document = json.loads((out / "metrics.json").read_text())
+    settings = document["settings"]
+    assert settings["cell"] == {"type": "VanillaRNN", "hidden_size": 8, "input_size": 1, "activation": "tanh"}
+    assert settings["initializers"][0] == {"label": "orthogonal(gain=1.1)", "name": "orthogonal",
+                                           "options": {"gain": 1.1}}
+    assert settings["input_scale"] == 0.5 and settings["seeds"] == [0, 1, 2] and settings["dtype"] == "float32"
+    assert settings["versions"]["gradscope"] == gradscope.__version__ and settings["versions"]["jax"] == jax.__version__
+    again = _compare_from_settings(settings)
+    assert report.metrics_records(again.to_dataframe()) == document["rows"]  # exactly the same numbers
+    assert settings["analysed_lags"] == [int(k) for k in again.lags] == list(range(1, 11))
+    default_scale = _compare_from_settings({**settings, "input_scale": 1.0}).to_dataframe()
+    assert report.metrics_records(default_scale) != document["rows"]  # the recorded scale mattered
+
+
+def _snapshot(folder: Path) -> dict:
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-folder", "existing-folder"])
+def test_ctrl_c_during_the_analysis_prints_one_line_and_exits_130(existing, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "report"
+    if existing:
+        out.mkdir()
+        (out / "report.html").write_text("the previous report")
+    before = _snapshot(out) if existing else None
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gradscope, "compare", interrupted)
+    assert cli.main(["compare", *COMPARE_ARGS, "--force", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("gradscope compare: interrupted; no report written")
+    assert ("is unchanged" if existing else "was not created") in err
+    assert (_snapshot(out) == before) if existing else not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == (["report"] if existing else [])  # no temporary folder left
+
+
+def test_ctrl_c_while_writing_leaves_the_previous_report_whole(compare_run, tmp_path, capsys, monkeypatch):
+    _, previous = compare_run
+    before = _snapshot(previous)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "render_html", interrupted)  # the last file written: all the others exist by then
+    assert cli.main(["compare", *COMPARE_ARGS, "--force", "--out", str(previous)]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is unchanged" in err and "Traceback" not in err
+    assert _snapshot(previous) == before
+    assert [p.name for p in previous.parent.iterdir()] == [previous.name]
+
+
+def test_a_ctrl_c_that_a_library_swallowed_still_stops_the_command(compare_run, tmp_path, capsys, monkeypatch):
+    real_compare = gradscope.compare
+
+    def swallowing(*args, **kwargs):
+        try:  # Ctrl-C lands in library code that drops the exception (as JAX's garbage-collection callback does)
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        return real_compare(*args, **kwargs)
+
+    monkeypatch.setattr(gradscope, "compare", swallowing)
+    out = tmp_path / "report"
+    assert cli.main(["compare", *COMPARE_ARGS, "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no report written" in err and not out.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_dropped_in_a_gc_callback_is_kept_quiet_and_raised_again(monkeypatch):
+    unraisable, raised = [], []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)  # where Python reports what it drops
+
+    def callback(phase, info):  # how JAX loses Ctrl-C: its callback runs on every garbage collection
+        if phase == "start" and len(raised) < 2:
+            raised.append(True)
+            signal.raise_signal(signal.SIGINT) if len(raised) == 1 else int("not a number")
+
+    gc.callbacks.append(callback)
+    try:
+        with remembering_interrupts():
+            gc.collect()  # Python drops the KeyboardInterrupt raised in the callback
+            gc.collect()  # ... and then a ValueError, which is still reported
+            with pytest.raises(KeyboardInterrupt):
+                check_interrupted()
+    finally:
+        gc.callbacks.remove(callback)
+    assert [type(u.exc_value) for u in unraisable] == [ValueError]  # no "Exception ignored ..." for Ctrl-C
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and sys.unraisablehook == unraisable.append
+    with remembering_interrupts():
+        check_interrupted()  # nothing pending in the next command: a new block forgets earlier presses
+
+
+_FAKE_CLI = """
+import importlib.abc, importlib.util, signal, sys
+import gradscope.__main__ as entry
+
+class FakeCli(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path, target=None):
+        return importlib.util.spec_from_loader(name, self) if name == "gradscope.cli" else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):  # stands in for importing gradscope.cli (and JAX): Ctrl-C arrives meanwhile
+        ACTION
+        module.main = lambda: 0
+
+sys.meta_path.insert(0, FakeCli())
+entry.console_main()
+"""
+
+
+@pytest.mark.parametrize("action, status, err", [
+    ("pass", 0, ""),
+    ("raise KeyboardInterrupt", 130, "gradscope: interrupted\n"),
+    ("try:\n            signal.raise_signal(signal.SIGINT)\n        except KeyboardInterrupt:\n            pass", 130,
+     "gradscope: interrupted\n"),  # swallowed by the code being imported
+], ids=["no-interrupt", "interrupt", "swallowed-interrupt"])
+def test_console_command_exits_130_after_one_line_when_interrupted_while_importing(action, status, err):
+    done = subprocess.run([sys.executable, "-c", _FAKE_CLI.replace("ACTION", action)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(gradscope.__file__).parents[1])})
+    assert (done.returncode, done.stderr) == (status, err)
 
 
 def test_console_script_runs_the_tiny_comparison(console_run):

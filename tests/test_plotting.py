@@ -17,6 +17,7 @@ from matplotlib.colors import to_hex  # noqa: E402
 import gradscope  # noqa: E402
 from gradscope import plotting  # noqa: E402
 from gradscope.plotting import PALETTE, VERDICT_COLORS  # noqa: E402
+from gradscope.plotting.spectra import share_legend  # noqa: E402
 
 INITS = ["orthogonal", ("normal", {"stddev": 0.8}), "identity"]
 SEEDS = 3
@@ -250,3 +251,54 @@ def test_summary_says_where_a_rate_cannot_be_drawn(comparison):
     ax = plotting.plot_summary(table).axes[0]
     notes = {text.get_text(): text.xy[1] for text in ax.texts}
     assert notes == {"\u2190 rate -inf (zero product)": 0, "no rate (overflow, or < 2 lags)": 1}
+
+
+def _overlaps(box, other) -> bool:
+    return box.x0 < other.x1 and other.x0 < box.x1 and box.y0 < other.y1 and other.y0 < box.y1
+
+
+@pytest.mark.parametrize("draw", [
+    lambda c: plotting.plot_singular_value_density(c, [1, 5, STEPS], init="identity"),
+    lambda c: plotting.plot_lag_profile(c),
+    lambda c: plotting.plot_summary(c),
+], ids=["density", "lag_profile", "summary"])
+def test_legends_never_cover_the_plotted_data(comparison, draw):
+    fig = draw(comparison)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert not _overlaps(legend, ax.get_window_extent())  # data are clipped to the axes box
+    for artist in [*ax.patches, *ax.lines, *ax.collections]:
+        for path in artist.get_paths() if hasattr(artist, "get_paths") else [artist.get_path()]:
+            drawn = path.transformed(artist.get_transform())
+            assert not drawn.intersects_bbox(legend, filled=False), artist.get_label()
+
+
+def test_density_panels_in_a_grid_keep_their_legends_clear_of_every_panel(comparison):
+    fig, axes = plotting.figure_grid(len(comparison.labels))  # as in the report: a third of a page per panel
+    for label, ax in zip(comparison.labels, axes):
+        plotting.plot_singular_value_density(comparison, [1, 4, 7, STEPS], init=label, ax=ax)
+    fig.canvas.draw()
+    boxes = [ax.get_window_extent() for ax in axes]
+    legends = [ax.get_legend().get_window_extent() for ax in axes]
+    for i, legend in enumerate(legends):
+        assert not any(_overlaps(legend, box) for box in boxes + legends[:i] + legends[i + 1:])
+        assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)
+    assert all(box.width > 0.2 * fig.bbox.width for box in boxes)  # the layout did not squeeze the axes away
+
+
+def test_share_legend_puts_one_legend_under_all_panels(comparison):
+    lags = [1, 4, 7, STEPS]
+    fig, axes = plotting.figure_grid(len(comparison.labels))
+    for label, ax in zip(comparison.labels, axes):
+        plotting.plot_singular_value_density(comparison, lags, init=label, ax=ax)
+    share_legend(fig, axes)
+    fig.canvas.draw()
+    assert all(ax.get_legend() is None for ax in axes) and len(fig.legends) == 1
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == [f"k = {k}" for k in lags]
+    assert [to_hex(h.get_color()) for h in legend.legend_handles] == [to_hex(PALETTE[j]) for j in range(len(lags))]
+    box = legend.get_window_extent()
+    assert not any(_overlaps(box, ax.get_window_extent()) for ax in axes)
+    assert box.y1 <= min(ax.get_window_extent().y0 for ax in axes)  # under every panel
+    assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)

@@ -1,4 +1,4 @@
-"""Report folders: metrics tables, figures, Markdown and a self-contained HTML page.
+"""Report folders: metrics tables, run settings, figures, Markdown and a self-contained HTML page.
 
 A report is built from a :class:`gradscope.Comparison` (the tables come from its
 ``to_dataframe()`` and ``lag_table()``, the figures from :mod:`gradscope.plotting`)
@@ -6,11 +6,17 @@ and written as::
 
     folder/
       metrics.csv        one row per initializer (Comparison.to_dataframe())
-      metrics.json       the same rows as a JSON list of records (inf/NaN -> null)
+      metrics.json       {"settings": how the numbers were made, "rows": the same rows as records}
       lag_metrics.csv    one row per (init, seed, lag) (Comparison.lag_table())
       report.md          summary, metrics table and figures (links to figures/)
-      report.html        the same, self-contained (figures embedded as base64 PNG)
-      figures/NAME.svg, figures/NAME.png   for each figure
+      report.html        the same page, self-contained (figures embedded as PNG at twice their
+                         display size), linking to the files above
+      figures/NAME.svg, figures/NAME.png   for each figure (PNG at 300 dpi)
+
+The files are written into a temporary folder beside ``folder`` and moved into
+place only once all of them are complete, so an interrupted or failed run (Ctrl-C
+included) leaves no half-written report, and an existing report is replaced only
+by a complete new one.
 
 Nothing here computes: it lays out the API's results.
 """
@@ -19,19 +25,20 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime
-import html
 import json
-import math
+import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-import gradscope
 from gradscope.analysis.comparison import Comparison
+from gradscope.display.report_html import FOLDER_FILES, EmbeddedFigure, render_html
+from gradscope.display.report_settings import json_value, run_settings, settings_rows
 from gradscope.display.reprs import format_number
+from gradscope.display.staging import staged_folder
 from gradscope.plotting import spectra as plots
 from gradscope.plotting.style import save_figure
 
@@ -43,9 +50,11 @@ __all__ = [
     "build_report",
     "check_output_folder",
     "markdown_table",
+    "metrics_document",
     "metrics_records",
     "render_html",
     "render_markdown",
+    "run_settings",
     "write_report",
 ]
 
@@ -93,6 +102,8 @@ class Report:
         lag_table: one row per (init, seed, lag) (``Comparison.lag_table()``).
         figures: the figures, in page order.
         notes: paragraphs printed under the metrics table (definitions, thresholds).
+        run_settings: the ``"settings"`` block of ``metrics.json`` (see :func:`run_settings`).
+        summary: a sentence under the page title saying what was analysed.
     """
 
     title: str
@@ -101,6 +112,8 @@ class Report:
     lag_table: pd.DataFrame
     figures: tuple
     notes: tuple = ()
+    run_settings: Mapping = dataclasses.field(default_factory=dict)
+    summary: str = ""
 
 
 class ReportFiles(NamedTuple):
@@ -135,10 +148,12 @@ def _density_lags(lags: np.ndarray, count: int = 4) -> list[int]:
     return [int(lags[i]) for i in picks]
 
 
-def _panel_figure(comparison: Comparison, draw) -> object:
+def _panel_figure(comparison: Comparison, draw, shared_legend: bool = False) -> object:
     fig, axes = plots.figure_grid(len(comparison.labels))
     for label, ax in zip(comparison.labels, axes):
         draw(label, ax)
+    if shared_legend:
+        plots.share_legend(fig, axes)
     return fig
 
 
@@ -148,7 +163,8 @@ def _figures(comparison: Comparison) -> tuple:
     heatmaps = _panel_figure(comparison, lambda label, ax: plots.plot_spectrum_heatmap(
         comparison, init=label, seed=seed, ax=ax, title=f"{label}, seed {seed}"))
     densities = _panel_figure(comparison, lambda label, ax: plots.plot_singular_value_density(
-        comparison, density_lags, init=label, ax=ax, title=f"{label}, {len(comparison.seeds)} seeds"))
+        comparison, density_lags, init=label, ax=ax, title=f"{label}, {len(comparison.seeds)} seeds"),
+        shared_legend=True)
     return (
         ReportFigure("lag_profile", "Singular values against lag",
                      "Log sigma_max, RMS and sigma_min of dh_T/dh_(T-k) against the lag k; line: seed mean, "
@@ -166,24 +182,6 @@ def _figures(comparison: Comparison) -> tuple:
     )
 
 
-def _default_settings(comparison: Comparison) -> tuple:
-    thresholds = comparison.thresholds
-    lags = comparison.lags
-    return (
-        ("cell", repr(comparison.cell)),
-        ("state size n", str(comparison.spectra.state_size)),
-        ("steps T", str(comparison.num_steps)),
-        ("initializers", ", ".join(comparison.labels)),
-        ("seeds", ", ".join(str(s) for s in comparison.seeds)),
-        ("lags", f"{len(lags)} lags from {lags.min()} to {lags.max()}"),
-        ("dtype", str(np.asarray(comparison.spectra.log_singular_values).dtype)),
-        ("thresholds", f"vanishing rate < {thresholds.vanishing:g}, exploding rate > {thresholds.exploding:g} "
-                       f"nats/step; horizon at sigma_max = {thresholds.horizon:g}"),
-        ("gradscope", gradscope.__version__),
-        ("created", datetime.datetime.now().isoformat(timespec="seconds")),
-    )
-
-
 def _notes(comparison: Comparison) -> tuple:
     thresholds = comparison.thresholds
     return (
@@ -196,40 +194,49 @@ def _notes(comparison: Comparison) -> tuple:
     )
 
 
-def build_report(comparison: Comparison, *, title: str | None = None, settings=()) -> Report:
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _summary(comparison: Comparison) -> str:
+    return (f"How the gradient travels back through time in {plots.describe_cell(comparison.cell)}: the singular "
+            f"values of the Jacobian products dh_T/dh_(T-k) at every analysed lag k up to T = {comparison.num_steps}, "
+            f"for {_count(len(comparison.labels), 'recurrent-kernel initializer')} and "
+            f"{_count(len(comparison.seeds), 'seed')} each.")
+
+
+def build_report(comparison: Comparison, *, title: str | None = None, settings=(), run: Mapping | None = None
+                 ) -> Report:
     """Tables and figures of a comparison, ready for :func:`write_report`.
 
     Args:
         comparison: the result of :func:`gradscope.compare`.
         title: page title (default names the cell).
-        settings: extra ``(name, value)`` pairs to list first (for example the command line).
+        settings: extra ``(name, value)`` pairs to list first in the pages' settings
+            table (notes for readers; they are not part of ``metrics.json``).
+        run: the arguments given to :func:`gradscope.compare` and anything else to
+            record (see :func:`run_settings`); with them ``metrics.json`` holds
+            enough to run the analysis again.
 
     Returns:
         :class:`Report` (it holds open matplotlib figures; :func:`write_report` closes them).
     """
+    block = run_settings(comparison, run)
     return Report(
         title=title or f"gradscope report: {plots.describe_cell(comparison.cell)}, T={comparison.num_steps}",
-        settings=tuple((str(k), str(v)) for k, v in settings) + _default_settings(comparison),
+        settings=tuple((str(k), str(v)) for k, v in settings) + settings_rows(block),
         metrics=comparison.to_dataframe(),
         lag_table=comparison.lag_table(),
         figures=_figures(comparison),
         notes=_notes(comparison),
+        run_settings=block,
+        summary=_summary(comparison),
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # Tables as text
 # ---------------------------------------------------------------------------------------------
-
-def _json_value(value):
-    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
 
 def metrics_records(table: pd.DataFrame) -> list[dict]:
     """The rows of a metrics table as JSON-ready records.
@@ -245,7 +252,7 @@ def metrics_records(table: pd.DataFrame) -> list[dict]:
     Returns:
         One dict per row, keyed by column name.
     """
-    return [{column: _json_value(value) for column, value in zip(table.columns, row)}
+    return [{column: json_value(value) for column, value in zip(table.columns, row)}
             for row in table.itertuples(index=False)]
 
 
@@ -257,8 +264,27 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def _settings_table(settings) -> pd.DataFrame:
-    return pd.DataFrame(list(settings), columns=["setting", "value"])
+def metrics_document(report: Report) -> dict:
+    """What ``metrics.json`` holds: ``{"settings": report.run_settings, "rows": metrics_records(report.metrics)}``."""
+    return {"settings": dict(report.run_settings), "rows": metrics_records(report.metrics)}
+
+
+def json_text(value, level: int = 0) -> str:
+    """Strict JSON, indented two spaces, with short objects and lists of plain values kept on one line."""
+    flat = json.dumps(value, allow_nan=False)
+    plain_list = isinstance(value, list) and not any(isinstance(v, (dict, list)) for v in value)
+    if not isinstance(value, (dict, list)) or not value or plain_list or len(flat) + 2 * level <= 80:
+        return flat
+    items = ([f"{json.dumps(str(k))}: {json_text(v, level + 1)}" for k, v in value.items()]
+             if isinstance(value, dict) else [json_text(v, level + 1) for v in value])
+    brackets = "{}" if isinstance(value, dict) else "[]"
+    inner = ",\n".join("  " * (level + 1) + item for item in items)
+    return f"{brackets[0]}\n{inner}\n{'  ' * level}{brackets[1]}"
+
+
+def _files_line() -> str:
+    return "Files: " + ", ".join(f"[{name}]({name}) ({what})" for name, what in FOLDER_FILES
+                                 if name != "report.md") + "."
 
 
 def render_markdown(report: Report, figure_files: dict) -> str:
@@ -271,51 +297,26 @@ def render_markdown(report: Report, figure_files: dict) -> str:
     Returns:
         Markdown text.
     """
-    parts = [f"# {report.title}", "", markdown_table(_settings_table(report.settings)), "",
+    settings = pd.DataFrame(list(report.settings), columns=["setting", "value"])
+    parts = [f"# {report.title}", "", *([report.summary, ""] if report.summary else []), _files_line(), "",
              "## Metrics", "", markdown_table(report.metrics), ""]
     parts += [f"- {note}" for note in report.notes] + ["", "## Figures", ""]
     for figure in report.figures:
         png, svg = figure_files[figure.name]
         parts += [f"### {figure.title}", "", f"![{figure.title}]({png})", "", f"{figure.caption} ([SVG]({svg}))", ""]
-    parts += ["Files: `metrics.csv`, `metrics.json` (inf/NaN written as null), `lag_metrics.csv`, `figures/`.", ""]
+    parts += ["## Settings", "", markdown_table(settings), ""]
     return "\n".join(parts)
-
-
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
-        "table{border-collapse:collapse;margin:1rem 0;font-size:90%}"
-        "th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}th{background:#f3f3f3}"
-        "figure{margin:1.5rem 0}img{max-width:100%}figcaption{color:#555;font-size:90%}")
-
-
-def _html_table(table: pd.DataFrame) -> str:
-    return table.to_html(index=False, border=0, formatters={c: format_number for c in table.columns}, na_rep="nan")
-
-
-def render_html(report: Report, png_base64: dict) -> str:
-    """The text of the self-contained ``report.html``.
-
-    Args:
-        report: the :class:`Report`.
-        png_base64: figure name -> base64 text of its PNG (embedded as a data URI).
-
-    Returns:
-        HTML text with no external references.
-    """
-    title = html.escape(report.title)
-    notes = "".join(f"<li>{html.escape(note)}</li>" for note in report.notes)
-    figures = "".join(
-        f'<figure><h3>{html.escape(f.title)}</h3><img alt="{html.escape(f.title)}" '
-        f'src="data:image/png;base64,{png_base64[f.name]}"/><figcaption>{html.escape(f.caption)}</figcaption></figure>'
-        for f in report.figures)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-            f"<style>{_CSS}</style></head><body><h1>{title}</h1>{_html_table(_settings_table(report.settings))}"
-            f"<h2>Metrics</h2>{_html_table(report.metrics)}<ul>{notes}</ul><h2>Figures</h2>{figures}"
-            "</body></html>\n")
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
+
+_PNG_DPI = 300
+"""Resolution of the figure PNGs: twice the 150 pixels per inch at which the page shows them."""
+
+_PAGE_DPI = 150
+
 
 def check_output_folder(folder, force: bool = False) -> Path:
     """Refuse to reuse an existing report folder unless ``force``; return the folder as a Path.
@@ -333,24 +334,48 @@ def check_output_folder(folder, force: bool = False) -> Path:
     return folder
 
 
-def _write_figures(report: Report, folder: Path) -> tuple[dict, dict, list]:
-    import matplotlib.pyplot as plt
+def _report_files(report: Report, folder: Path) -> ReportFiles:
+    figures = tuple(folder / "figures" / f"{f.name}.{suffix}" for f in report.figures for suffix in ("svg", "png"))
+    return ReportFiles(folder, folder / "metrics.csv", folder / "metrics.json", folder / "lag_metrics.csv",
+                       folder / "report.md", folder / "report.html", figures)
 
-    relative, embedded, written = {}, {}, []
-    for figure in report.figures:
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """Width and height in pixels, from a PNG's header chunk."""
+    return struct.unpack(">II", data[16:24])
+
+
+def _write_figure(figure: ReportFigure, folder: Path) -> EmbeddedFigure:
+    import matplotlib
+
+    with matplotlib.rc_context({"savefig.dpi": _PNG_DPI}):
         svg, png = save_figure(figure.figure, folder / "figures" / figure.name, formats=("svg", "png"))
-        plt.close(figure.figure)
-        relative[figure.name] = (png.relative_to(folder).as_posix(), svg.relative_to(folder).as_posix())
-        embedded[figure.name] = base64.b64encode(png.read_bytes()).decode("ascii")
-        written += [svg, png]
-    return relative, embedded, written
+    data = png.read_bytes()
+    width, height = (round(side * _PAGE_DPI / _PNG_DPI) for side in _png_size(data))
+    return EmbeddedFigure(base64.b64encode(data).decode("ascii"), width, height,
+                          png.relative_to(folder).as_posix(), svg.relative_to(folder).as_posix())
+
+
+def _write_files(report: Report, folder: Path) -> None:
+    files = _report_files(report, folder)
+    images = {figure.name: _write_figure(figure, folder) for figure in report.figures}
+    report.metrics.to_csv(files.metrics_csv, index=False, na_rep="nan")
+    files.metrics_json.write_text(json_text(metrics_document(report)) + "\n")
+    report.lag_table.to_csv(files.lag_metrics_csv, index=False, na_rep="nan")
+    relative = {name: (image.png, image.svg) for name, image in images.items()}
+    files.markdown.write_text(render_markdown(report, relative), encoding="utf-8")
+    files.html.write_text(render_html(report, images), encoding="utf-8")
 
 
 def write_report(report: Report, folder, *, force: bool = False) -> ReportFiles:
     """Write ``report`` into ``folder`` (created if needed) and close its figures.
 
-    With ``force`` an existing folder is reused: the report's own files are
-    overwritten, any other file in it is left alone.
+    Every file is first written into a temporary folder beside ``folder``
+    (``.NAME.partial-...``) and moved into place once all are complete (with Ctrl-C
+    held back during the move). An error or interrupt before then removes the
+    temporary folder and leaves ``folder`` as it was. With ``force`` an existing
+    folder is reused: the report's own files are replaced, any other file in it is
+    left alone.
 
     Args:
         report: from :func:`build_report`.
@@ -363,14 +388,13 @@ def write_report(report: Report, folder, *, force: bool = False) -> ReportFiles:
     Raises:
         FileExistsError: the folder exists and ``force`` is False.
     """
+    import matplotlib.pyplot as plt
+
     folder = check_output_folder(folder, force)
-    folder.mkdir(parents=True, exist_ok=True)
-    relative, embedded, figure_paths = _write_figures(report, folder)
-    files = ReportFiles(folder, folder / "metrics.csv", folder / "metrics.json", folder / "lag_metrics.csv",
-                        folder / "report.md", folder / "report.html", tuple(figure_paths))
-    report.metrics.to_csv(files.metrics_csv, index=False, na_rep="nan")
-    files.metrics_json.write_text(json.dumps(metrics_records(report.metrics), indent=2, allow_nan=False) + "\n")
-    report.lag_table.to_csv(files.lag_metrics_csv, index=False, na_rep="nan")
-    files.markdown.write_text(render_markdown(report, relative), encoding="utf-8")
-    files.html.write_text(render_html(report, embedded), encoding="utf-8")
-    return files
+    try:
+        with staged_folder(folder) as staging:
+            _write_files(report, staging)
+    finally:
+        for figure in report.figures:
+            plt.close(figure.figure)
+    return _report_files(report, folder)

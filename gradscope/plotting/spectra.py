@@ -36,6 +36,7 @@ __all__ = [
     "plot_singular_value_density",
     "plot_spectrum_heatmap",
     "plot_summary",
+    "share_legend",
 ]
 
 METRIC_LABELS = {
@@ -179,10 +180,13 @@ def _profile_legend(ax, labels, metrics, band, table, unit, extra=()) -> None:
     _legend_below(ax, handles, title)
 
 
-def _legend_below(ax, handles, title=None) -> None:
-    """Legend under the axes (a fixed distance below the x label), as many columns as the labels allow."""
+def _legend_below(ax, handles, title=None, max_columns: int = 3) -> None:
+    """Legend under the axes (a fixed distance below the x label), as many columns as the labels allow.
+
+    Outside the axes it can never cover data, however the data fall.
+    """
     longest = max(len(handle.get_label()) for handle in handles)
-    columns = min(len(handles), 3 if longest <= 13 else (2 if longest <= 22 else 1))
+    columns = min(len(handles), max_columns if longest <= 13 else (2 if longest <= 22 else 1))
     below = mtransforms.offset_copy(ax.transAxes, fig=ax.figure, y=-30, units="points")
     ax.legend(handles=handles, title=title, loc="upper center", bbox_to_anchor=(0.5, 0.0),
               bbox_transform=below, ncols=columns, frameon=False, title_fontsize=7)
@@ -372,6 +376,7 @@ def plot_singular_value_density(result, lags: Sequence[int], *, init: str | None
     """Histogram (density) of the log singular values at chosen lags, one colour per lag.
 
     Values below the resolution floor are left out (they are not measurements).
+    The legend sits under the axes, where it cannot hide a histogram.
 
     Args:
         result: a :class:`~gradscope.Comparison` (one ``init``, default the first;
@@ -406,7 +411,8 @@ def plot_singular_value_density(result, lags: Sequence[int], *, init: str | None
                     label=f"k = {lag}")
         ax.set(xlabel=_LOG_AXIS_LABEL, ylabel="density", title=title if title is not None
                else f"Distribution of $\\log\\sigma_i$ at chosen lags\n{label}")
-        ax.legend(title="lag", frameon=False)
+        handles = [Line2D([], [], color=color(j), linewidth=1.4, label=f"k = {lag}") for j, lag in enumerate(lags)]
+        _legend_below(ax, handles, title="lag", max_columns=2)  # fits a third of a page
     return fig
 
 
@@ -539,3 +545,23 @@ def figure_grid(count: int, *, columns: int = 3, width: float | None = None, asp
     for extra in axes.ravel()[count:]:
         extra.set_visible(False)
     return fig, list(axes.ravel()[:count])
+
+
+def share_legend(fig, axes) -> None:
+    """Put one legend under the whole figure in place of the identical legends of ``axes``.
+
+    For panels of one plot type (such as :func:`plot_singular_value_density` at
+    the same lags) drawn on a :func:`figure_grid`: the legend of the first panel
+    is kept, once, below every panel, and the panels' own legends are removed.
+
+    Args:
+        fig: the figure (laid out by ``layout="constrained"``, as :func:`figure_grid` makes it).
+        axes: the panels; each must have a legend.
+    """
+    first = axes[0].get_legend()
+    handles, labels = first.legend_handles, [text.get_text() for text in first.get_texts()]
+    title = first.get_title().get_text() or None
+    for ax in axes:
+        ax.get_legend().remove()
+    fig.legend(handles, labels, title=title, loc="outside lower center", ncols=len(handles), frameon=False,
+               title_fontsize=7, fontsize=7)
