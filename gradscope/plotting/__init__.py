@@ -1,6 +1,9 @@
 """Figures from gradscope results. Plot functions take result objects or tables and return a Figure.
 
-They never compute: every number drawn comes from :mod:`gradscope`'s analysis API.
+They never compute: every number drawn comes from :mod:`gradscope`'s analysis API. They
+never change matplotlib's global state either: fonts, dpi and grid follow your
+rcParams; :func:`use_style` opts in to gradscope's compact paper look (see
+:mod:`gradscope.plotting.style` for exactly what gradscope decides and what stays yours).
 """
 
 from gradscope.plotting.spectra import (
@@ -24,17 +27,32 @@ from gradscope.plotting.training import (
     plot_outcome_grid,
     plot_training_curves,
 )
-from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, PALETTE, color, new_axes, save_figure, style
+from gradscope.plotting.style import (
+    COLUMN_WIDTH,
+    DESIGN_FONT_SIZE,
+    FULL_WIDTH,
+    PALETTE,
+    STYLE_FILE,
+    color,
+    font_scale,
+    new_axes,
+    save_figure,
+    style,
+    use_style,
+)
 
 __all__ = [
     "COLUMN_WIDTH",
+    "DESIGN_FONT_SIZE",
     "FULL_WIDTH",
     "METRIC_LABELS",
     "PALETTE",
+    "STYLE_FILE",
     "VERDICT_COLORS",
     "color",
     "describe_cell",
     "figure_grid",
+    "font_scale",
     "lag_profile_table",
     "new_axes",
     "plot_calibration",
@@ -54,4 +72,5 @@ __all__ = [
     "plot_summary",
     "save_figure",
     "style",
+    "use_style",
 ]

@@ -11,7 +11,7 @@ import matplotlib.colors as mcolors
 import matplotlib.ticker as mticker
 import numpy as np
 
-from gradscope.plotting.style import color, new_axes, style
+from gradscope.plotting.style import color, new_axes
 
 __all__ = ["plot_calibration", "plot_lyapunov_convergence", "plot_phase_diagram", "plot_rate_vs_theory"]
 
@@ -55,21 +55,20 @@ def plot_phase_diagram(diagram, which: str = "rms_rate", input_index: int = 0, a
     """
     values = diagram.mean(which)[input_index]
     fig, ax = new_axes(ax)
-    with style():
-        mesh = ax.pcolormesh(_edges(diagram.sigma_w), _edges(diagram.sigma_b), values,
-                             cmap="RdBu_r", norm=_diverging_norm(values), shading="flat")
-        fig.colorbar(mesh, ax=ax, label=_RATE_LABELS[which])
-        if values.shape[0] > 1 and values.shape[1] > 1 and np.nanmin(values) < 0 < np.nanmax(values):
-            ax.contour(diagram.sigma_w, diagram.sigma_b, values, levels=[0.0], colors=[color(7)], linewidths=1.0)
-        if theory and diagram.critical_sigma_w is not None:
-            ax.plot(diagram.critical_sigma_w[input_index], diagram.sigma_b, "--", color=color(1),
-                    label=r"mean field $\chi_1 = 1$")
-            ax.legend(loc="upper left")
-        ax.set_xlim(_edges(diagram.sigma_w)[[0, -1]])
-        ax.set_xlabel(r"$\sigma_w$ (recurrent scale)")
-        ax.set_ylabel(r"$\sigma_b$ (bias scale)")
-        ax.set_title(f"input scale {diagram.input_scale[input_index]:g}" + (", untied" if diagram.untied else ""))
-        ax.grid(False)
+    mesh = ax.pcolormesh(_edges(diagram.sigma_w), _edges(diagram.sigma_b), values,
+                         cmap="RdBu_r", norm=_diverging_norm(values), shading="flat")
+    fig.colorbar(mesh, ax=ax, label=_RATE_LABELS[which])
+    if values.shape[0] > 1 and values.shape[1] > 1 and np.nanmin(values) < 0 < np.nanmax(values):
+        ax.contour(diagram.sigma_w, diagram.sigma_b, values, levels=[0.0], colors=[color(7)], linewidths=1.0)
+    if theory and diagram.critical_sigma_w is not None:
+        ax.plot(diagram.critical_sigma_w[input_index], diagram.sigma_b, "--", color=color(1),
+                label=r"mean field $\chi_1 = 1$")
+        ax.legend(loc="upper left")
+    ax.set_xlim(_edges(diagram.sigma_w)[[0, -1]])
+    ax.set_xlabel(r"$\sigma_w$ (recurrent scale)")
+    ax.set_ylabel(r"$\sigma_b$ (bias scale)")
+    ax.set_title(f"input scale {diagram.input_scale[input_index]:g}" + (", untied" if diagram.untied else ""))
+    ax.grid(False)
     return fig
 
 
@@ -92,16 +91,15 @@ def plot_rate_vs_theory(diagram, input_index: int = 0, ax=None):
                          "default lecun_normal input kernel)")
     mean, std = diagram.mean("rms_rate")[input_index], diagram.std("rms_rate")[input_index]
     fig, ax = new_axes(ax)
-    with style():
-        for i, sigma_b in enumerate(diagram.sigma_b):
-            ax.plot(diagram.sigma_w, diagram.theory_rms_rate[input_index, i], "-", color=color(i))
-            ax.errorbar(diagram.sigma_w, mean[i], yerr=std[i], fmt="o", ms=3, color=color(i),
-                        label=rf"$\sigma_b = {sigma_b:g}$")
-        ax.axhline(0.0, color=color(7), lw=0.6)
-        ax.set_xlabel(r"$\sigma_w$")
-        ax.set_ylabel(_RATE_LABELS["rms_rate"])
-        ax.set_title(r"measured (markers) vs $\frac{1}{2}\log\chi_1$ (lines)")
-        ax.legend()
+    for i, sigma_b in enumerate(diagram.sigma_b):
+        ax.plot(diagram.sigma_w, diagram.theory_rms_rate[input_index, i], "-", color=color(i))
+        ax.errorbar(diagram.sigma_w, mean[i], yerr=std[i], fmt="o", ms=3, color=color(i),
+                    label=rf"$\sigma_b = {sigma_b:g}$")
+    ax.axhline(0.0, color=color(7), lw=0.6)
+    ax.set_xlabel(r"$\sigma_w$")
+    ax.set_ylabel(_RATE_LABELS["rms_rate"])
+    ax.set_title(r"measured (markers) vs $\frac{1}{2}\log\chi_1$ (lines)")
+    ax.legend()
     return fig
 
 
@@ -120,15 +118,14 @@ def plot_lyapunov_convergence(spectrum, reference=None, num_shown: int = 6, ax=N
     history = np.asarray(spectrum.history)[batch_index]
     shown = np.unique(np.linspace(0, history.shape[-1] - 1, min(num_shown, history.shape[-1])).astype(int))
     fig, ax = new_axes(ax)
-    with style():
-        for j, i in enumerate(shown):
-            ax.plot(spectrum.steps, history[:, i], color=color(j), label=rf"$\lambda_{{{i + 1}}}$")
-            if reference is not None:
-                ax.axhline(float(np.asarray(reference)[i]), color=color(j), ls="--", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("steps accumulated (after the transient)")
-        ax.set_ylabel("Lyapunov exponent estimate (nats/step)")
-        ax.legend(ncol=2)
+    for j, i in enumerate(shown):
+        ax.plot(spectrum.steps, history[:, i], color=color(j), label=rf"$\lambda_{{{i + 1}}}$")
+        if reference is not None:
+            ax.axhline(float(np.asarray(reference)[i]), color=color(j), ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("steps accumulated (after the transient)")
+    ax.set_ylabel("Lyapunov exponent estimate (nats/step)")
+    ax.legend(ncol=2)
     return fig
 
 
@@ -142,17 +139,16 @@ def plot_calibration(calibration, ax=None):
     order = np.argsort(calibration.gains)
     gains, rates = calibration.gains[order], calibration.rates[order]
     fig, ax = new_axes(ax)
-    with style():
-        ax.errorbar(gains, rates.mean(axis=-1), yerr=rates.std(axis=-1), fmt="o-", ms=3, color=color(0),
-                    label=f"measured {calibration.which} (seed mean ± std)")
-        ax.axvspan(calibration.gain_low, calibration.gain_high, color=color(1), alpha=0.3, lw=0)
-        ax.axvline(calibration.gain, color=color(1), label=f"critical gain {calibration.gain:.3g}")
-        ax.axhline(0.0, color=color(7), lw=0.6)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(mticker.ScalarFormatter())
-        ax.xaxis.set_minor_formatter(mticker.NullFormatter())
-        ax.set_xlabel(f"{calibration.initializer} gain")
-        ax.set_ylabel("growth rate (nats/step)")
-        ax.legend()
+    ax.errorbar(gains, rates.mean(axis=-1), yerr=rates.std(axis=-1), fmt="o-", ms=3, color=color(0),
+                label=f"measured {calibration.which} (seed mean ± std)")
+    ax.axvspan(calibration.gain_low, calibration.gain_high, color=color(1), alpha=0.3, lw=0)
+    ax.axvline(calibration.gain, color=color(1), label=f"critical gain {calibration.gain:.3g}")
+    ax.axhline(0.0, color=color(7), lw=0.6)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(mticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+    ax.set_xlabel(f"{calibration.initializer} gain")
+    ax.set_ylabel("growth rate (nats/step)")
+    ax.legend()
     return fig

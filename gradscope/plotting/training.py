@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from gradscope.plotting.style import color, new_axes, style
+from gradscope.plotting.style import color, new_axes
 from gradscope.training.experiments import HorizonExperiment, TrainingRun
 
 __all__ = [
@@ -71,22 +71,21 @@ def plot_horizon_prediction(result, *, success_ratio: float | None = None, ax=No
     finite = ratio[np.isfinite(ratio)]
     edge = 2.0 * max(float(finite.max()) if finite.size else 1.0, 2.0)
     fig, ax = new_axes(ax, aspect=0.85)
-    with style():
-        inits, lags = list(dict.fromkeys(table["init"])), sorted(set(table["lag"]))
-        for row, x in zip(table.itertuples(index=False), np.where(np.isfinite(ratio), ratio, edge)):
-            exploding = row.verdict_at_init in ("exploding", "non-finite")
-            marker = ">" if x == edge else _MARKERS[lags.index(row.lag) % len(_MARKERS)]
-            c = color(inits.index(row.init))
-            ax.plot([x], [row.loss_ratio], marker=marker, linestyle="", markersize=5, color=c,
-                    markerfacecolor="none" if exploding else c)
-        ax.axvline(1.0, color="0.4", linestyle="--", linewidth=0.8)
-        ax.axhline(success_ratio, color="0.4", linestyle=":", linewidth=0.8)
-        ax.axhline(1.0, color="0.7", linewidth=0.6)
-        ax.set(xscale="log", yscale="log", xlabel="memory horizon at init / task lag",
-               ylabel="final loss / baseline",
-               title=title if title is not None else "Does the horizon at init predict learning?")
-        _never_axis(ax.xaxis, edge)
-        _prediction_legend(ax, inits, lags)
+    inits, lags = list(dict.fromkeys(table["init"])), sorted(set(table["lag"]))
+    for row, x in zip(table.itertuples(index=False), np.where(np.isfinite(ratio), ratio, edge)):
+        exploding = row.verdict_at_init in ("exploding", "non-finite")
+        marker = ">" if x == edge else _MARKERS[lags.index(row.lag) % len(_MARKERS)]
+        c = color(inits.index(row.init))
+        ax.plot([x], [row.loss_ratio], marker=marker, linestyle="", markersize=5, color=c,
+                markerfacecolor="none" if exploding else c)
+    ax.axvline(1.0, color="0.4", linestyle="--", linewidth=0.8)
+    ax.axhline(success_ratio, color="0.4", linestyle=":", linewidth=0.8)
+    ax.axhline(1.0, color="0.7", linewidth=0.6)
+    ax.set(xscale="log", yscale="log", xlabel="memory horizon at init / task lag",
+           ylabel="final loss / baseline",
+           title=title if title is not None else "Does the horizon at init predict learning?")
+    _never_axis(ax.xaxis, edge)
+    _prediction_legend(ax, inits, lags)
     return fig
 
 
@@ -135,23 +134,22 @@ def plot_outcome_grid(result, *, success_ratio: float | None = None, ax=None, ti
     inits, lags = list(dict.fromkeys(table["init"])), sorted(set(table["lag"]))
     grid = stats.pivot(index="init", columns="lag", values="ratio").loc[inits, lags].to_numpy(np.float64)
     fig, ax = new_axes(ax, aspect=0.3 + 0.12 * len(inits))
-    with style():
-        norm = mcolors.LogNorm(vmin=min(success_ratio / 4, np.nanmin(grid)), vmax=max(1.5, np.nanmax(grid)))
-        image = ax.imshow(grid, cmap="viridis_r", norm=norm, aspect="auto")
-        for row in stats.itertuples(index=False):
-            i, j = inits.index(row.init), lags.index(row.lag)
-            horizon = "never" if np.isposinf(row.horizon) else f"{row.horizon:.0f}"
-            ax.text(j, i, f"{row.learned}/{row.runs}\nh={horizon}", ha="center", va="center", fontsize=6,
-                    color="white" if row.ratio < np.sqrt(norm.vmin * norm.vmax) else "black")
-            if row.predicted:
-                ax.add_patch(plt.Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, edgecolor="#D55E00",
-                                           linewidth=1.2))
-        ax.set_xticks(range(len(lags)), [str(lag) for lag in lags])
-        ax.set_yticks(range(len(inits)), inits)
-        ax.set(xlabel="task lag (steps)", title=title if title is not None else
-               "Learned / runs, horizon at init h\n(frame: predicted to learn)")
-        ax.grid(False)
-        fig.colorbar(image, ax=ax, label="final loss / baseline (median)")
+    norm = mcolors.LogNorm(vmin=min(success_ratio / 4, np.nanmin(grid)), vmax=max(1.5, np.nanmax(grid)))
+    image = ax.imshow(grid, cmap="viridis_r", norm=norm, aspect="auto")
+    for row in stats.itertuples(index=False):
+        i, j = inits.index(row.init), lags.index(row.lag)
+        horizon = "never" if np.isposinf(row.horizon) else f"{row.horizon:.0f}"
+        ax.text(j, i, f"{row.learned}/{row.runs}\nh={horizon}", ha="center", va="center", fontsize="x-small",
+                color="white" if row.ratio < np.sqrt(norm.vmin * norm.vmax) else "black")
+        if row.predicted:
+            ax.add_patch(plt.Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, edgecolor="#D55E00",
+                                       linewidth=1.2))
+    ax.set_xticks(range(len(lags)), [str(lag) for lag in lags])
+    ax.set_yticks(range(len(inits)), inits)
+    ax.set(xlabel="task lag (steps)", title=title if title is not None else
+           "Learned / runs, horizon at init h\n(frame: predicted to learn)")
+    ax.grid(False)
+    fig.colorbar(image, ax=ax, label="final loss / baseline (median)")
     return fig
 
 
@@ -190,21 +188,20 @@ def plot_training_curves(run, *, metric: str = "loss", window: int = 1, evaluati
     curves = run.curves_table().groupby(["init", "step"], sort=False)[metric].mean().reset_index()
     points = run.checkpoint_table().groupby(["init", "step"], sort=False)["eval_loss"].mean().reset_index()
     fig, ax = new_axes(ax)
-    with style():
-        for i, label in enumerate(run.labels):
-            curve = curves[curves["init"] == label]
-            values = curve[metric].rolling(window, min_periods=1).mean()
-            ax.plot(curve["step"].to_numpy() + 1, values.to_numpy(), color=color(i), linewidth=1.0, label=label)
-            if evaluation and metric == "loss":
-                point = points[points["init"] == label]
-                ax.plot(point["step"].to_numpy(), point["eval_loss"].to_numpy(), "o", color=color(i), markersize=3)
-        if metric == "loss":
-            ax.axhline(run.task.baseline, color="0.4", linestyle="--", linewidth=0.8, label="baseline")
-        ax.set(xlabel="optimizer step", ylabel=_CURVE_LABELS[metric], yscale="log",
-               title=title if title is not None else f"{run.task.name} task, T={run.task.num_steps}")
-        if metric == "loss" and max_loss is not None:
-            ax.set_ylim(top=max_loss * run.task.baseline)
-        _legend_below(ax)
+    for i, label in enumerate(run.labels):
+        curve = curves[curves["init"] == label]
+        values = curve[metric].rolling(window, min_periods=1).mean()
+        ax.plot(curve["step"].to_numpy() + 1, values.to_numpy(), color=color(i), linewidth=1.0, label=label)
+        if evaluation and metric == "loss":
+            point = points[points["init"] == label]
+            ax.plot(point["step"].to_numpy(), point["eval_loss"].to_numpy(), "o", color=color(i), markersize=3)
+    if metric == "loss":
+        ax.axhline(run.task.baseline, color="0.4", linestyle="--", linewidth=0.8, label="baseline")
+    ax.set(xlabel="optimizer step", ylabel=_CURVE_LABELS[metric], yscale="log",
+           title=title if title is not None else f"{run.task.name} task, T={run.task.num_steps}")
+    if metric == "loss" and max_loss is not None:
+        ax.set_ylim(top=max_loss * run.task.baseline)
+    _legend_below(ax)
     return fig
 
 
@@ -232,16 +229,15 @@ def plot_grad_norm_distribution(run, *, bins: int = 40, limits: tuple[float, flo
     low, high = limits if limits is not None else ((values.min(), values.max()) if values.size else (1e-3, 1.0))
     edges = np.geomspace(low, high, bins + 1)
     fig, ax = new_axes(ax)
-    with style():
-        for i, label in enumerate(run.labels):
-            norms = table.loc[table["init"] == label, "grad_norm"].to_numpy(np.float64)
-            norms = np.clip(norms[np.isfinite(norms)], edges[0], edges[-1])
-            ax.hist(norms, bins=edges, histtype="step", color=color(i), label=label)
-            if run.clip_norms[i] is not None:
-                ax.axvline(run.clip_norms[i], color=color(i), linestyle="--", linewidth=0.8)
-        ax.set(xscale="log", xlabel="global gradient norm before clipping", ylabel="steps",
-               title=title if title is not None else "Gradient-norm distribution\n(dashed: clipping threshold)")
-        ax.legend(loc="best", frameon=False)
+    for i, label in enumerate(run.labels):
+        norms = table.loc[table["init"] == label, "grad_norm"].to_numpy(np.float64)
+        norms = np.clip(norms[np.isfinite(norms)], edges[0], edges[-1])
+        ax.hist(norms, bins=edges, histtype="step", color=color(i), label=label)
+        if run.clip_norms[i] is not None:
+            ax.axvline(run.clip_norms[i], color=color(i), linestyle="--", linewidth=0.8)
+    ax.set(xscale="log", xlabel="global gradient norm before clipping", ylabel="steps",
+           title=title if title is not None else "Gradient-norm distribution\n(dashed: clipping threshold)")
+    ax.legend(loc="best", frameon=False)
     return fig
 
 
@@ -268,15 +264,14 @@ def plot_hidden_gradients(run, *, init: str | None = None, seed=None, ax=None, t
     table = table[(table["init"] == init) & (table["seed"] == seed)]
     cmap = plt.get_cmap("viridis")
     fig, ax = new_axes(ax)
-    with style():
-        steps = list(run.steps)
-        for k, step in enumerate(steps):
-            rows = table[table["step"] == step]
-            ax.plot(rows["t"].to_numpy(), rows["grad_norm"].to_numpy(), color=cmap(k / max(len(steps) - 1, 1)),
-                    linewidth=1.0, label=f"step {step}" if k in (0, len(steps) - 1) else None)
-        ax.set(yscale="log", xlabel="time step t", ylabel=r"$\|\partial \ell / \partial h_t\|$",
-               title=title if title is not None else f"Loss gradient reaching each step\n{init}, seed {seed}")
-        ax.legend(loc="best", frameon=False)
+    steps = list(run.steps)
+    for k, step in enumerate(steps):
+        rows = table[table["step"] == step]
+        ax.plot(rows["t"].to_numpy(), rows["grad_norm"].to_numpy(), color=cmap(k / max(len(steps) - 1, 1)),
+                linewidth=1.0, label=f"step {step}" if k in (0, len(steps) - 1) else None)
+    ax.set(yscale="log", xlabel="time step t", ylabel=r"$\|\partial \ell / \partial h_t\|$",
+           title=title if title is not None else f"Loss gradient reaching each step\n{init}, seed {seed}")
+    ax.legend(loc="best", frameon=False)
     return fig
 
 
@@ -297,16 +292,15 @@ def plot_horizon_during_training(run, *, ax=None, title: str | None = None):
     table = run.checkpoint_table().groupby(["init", "step"], sort=False)["horizon"].median().reset_index()
     top = run.task.num_steps
     fig, ax = new_axes(ax)
-    with style():
-        for i, label in enumerate(run.labels):
-            rows = table[table["init"] == label]
-            horizon = rows["horizon"].to_numpy(np.float64)
-            capped = np.where(np.isposinf(horizon), top, horizon)
-            ax.plot(rows["step"].to_numpy(), capped, color=color(i), label=label)
-            never = np.isposinf(horizon)
-            ax.plot(rows["step"].to_numpy()[never], capped[never], ">", color=color(i), markersize=4)
-        ax.axhline(run.task.lag, color="0.4", linestyle="--", linewidth=0.8, label="task lag")
-        ax.set(xlabel="optimizer step", ylabel="memory horizon (steps; ▸ never)", ylim=(0, top * 1.05),
-               title=title if title is not None else "Memory horizon during training (seed median)")
-        _legend_below(ax)
+    for i, label in enumerate(run.labels):
+        rows = table[table["init"] == label]
+        horizon = rows["horizon"].to_numpy(np.float64)
+        capped = np.where(np.isposinf(horizon), top, horizon)
+        ax.plot(rows["step"].to_numpy(), capped, color=color(i), label=label)
+        never = np.isposinf(horizon)
+        ax.plot(rows["step"].to_numpy()[never], capped[never], ">", color=color(i), markersize=4)
+    ax.axhline(run.task.lag, color="0.4", linestyle="--", linewidth=0.8, label="task lag")
+    ax.set(xlabel="optimizer step", ylabel="memory horizon (steps; ▸ never)", ylim=(0, top * 1.05),
+           title=title if title is not None else "Memory horizon during training (seed median)")
+    _legend_below(ax)
     return fig
