@@ -22,7 +22,8 @@ from matplotlib.lines import Line2D
 
 from gradscope.analysis.comparison import Comparison
 from gradscope.analysis.metrics import LagMetrics, Thresholds
-from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, color, new_axes, style
+from gradscope.analysis.profile import Profile
+from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, color, font_scale, new_axes
 from gradscope.analysis.spectra import Spectra
 
 __all__ = [
@@ -49,7 +50,8 @@ METRIC_LABELS = {
 
 _LINESTYLES = ("-", "--", ":", "-.", (0, (1, 3)))
 
-VERDICT_COLORS = {"vanishing": "#0072B2", "stable": "#009E73", "exploding": "#D55E00", "non-finite": "#000000"}
+VERDICT_COLORS = {"vanishing": "#0072B2", "slowly vanishing": "#56B4E9", "stable": "#009E73", "exploding": "#D55E00",
+                  "non-finite": "#000000"}
 """Okabe-Ito colour of each verdict in summary figures."""
 
 _LOG_AXIS_LABEL = "log singular value (nats)"
@@ -76,7 +78,8 @@ def lag_profile_table(result) -> pd.DataFrame:
 
     Args:
         result: a :class:`~gradscope.Comparison` (its ``lag_table()``), a
-            :class:`~gradscope.Spectra` (batch entries become seeds), a mapping
+            :class:`~gradscope.Spectra` (batch entries become seeds), a
+            :class:`~gradscope.profile.Profile` (its ``lag_table()``), a mapping
             ``label -> Spectra``, or such a table itself.
 
     Returns:
@@ -90,6 +93,8 @@ def lag_profile_table(result) -> pd.DataFrame:
         return result.lag_table()
     if isinstance(result, Spectra):
         return _spectra_table(result, "spectra")
+    if isinstance(result, Profile):
+        return result.lag_table()
     if isinstance(result, Mapping):
         return pd.concat([_spectra_table(_as_spectra(s, label), str(label)) for label, s in result.items()],
                          ignore_index=True)
@@ -99,8 +104,8 @@ def lag_profile_table(result) -> pd.DataFrame:
             raise ValueError(f"expected a lag table with columns {list(_TABLE_KEYS)} (Comparison.lag_table()); "
                              f"missing {missing}")
         return result
-    raise TypeError("expected a Comparison, a Spectra, a mapping label -> Spectra or a lag table (DataFrame), "
-                    f"got {type(result).__name__}")
+    raise TypeError("expected a Comparison, a Spectra, a Profile, a mapping label -> Spectra or a lag table "
+                    f"(DataFrame), got {type(result).__name__}")
 
 
 def _as_spectra(value, label) -> Spectra:
@@ -151,24 +156,43 @@ def _chosen_inits(table: pd.DataFrame, metrics: Sequence[str], inits) -> list[st
     return labels
 
 
-def _draw_profiles(ax, table: pd.DataFrame, metrics: Sequence[str], band: str | None, inits) -> list[str]:
-    """Seed-mean lines (colour = init, line style = metric) with seed bands; return the inits drawn."""
+def _legend_texts(labels: Sequence[str], identical: Mapping) -> dict:
+    """Legend text of each label to draw, in order: a label identical to an earlier one is left out
+    (its line would lie exactly under that one), which reads ``"first\n(= second)"``."""
+    texts = {}
+    for label in labels:
+        twins = [other for other in identical.get(label, ()) if other in labels]
+        if not any(twin in texts for twin in twins):
+            texts[label] = f"{label}\n(= {', '.join(twins)})" if twins else label
+    return texts
+
+
+def _draw_profiles(ax, table: pd.DataFrame, metrics: Sequence[str], band: str | None, inits,
+                   identical: Mapping | None = None) -> list[tuple[int, str]]:
+    """Seed-mean lines (colour = init, line style = metric) with seed bands.
+
+    Returns ``(colour index, legend text)`` of each init drawn (``identical``: label -> the
+    labels with identical results, drawn once; see :func:`_legend_texts`).
+    """
     labels = _chosen_inits(table, metrics, inits)
+    texts = _legend_texts(labels, identical or {})
     table = table[table["init"].isin(labels)]
     for j, metric in enumerate(metrics):
         stats = _seed_band(table, metric, band)
         for i, label in enumerate(labels):
+            if label not in texts:
+                continue
             rows = stats[stats["init"] == label]
             ax.plot(rows["lag"].to_numpy(), rows["mean"].to_numpy(), color=color(i),
                     linestyle=_LINESTYLES[j % len(_LINESTYLES)], label=f"{label} {metric}")
             if band is not None and rows["count"].max() > 1:
                 ax.fill_between(rows["lag"].to_numpy(), rows["lower"].to_numpy(), rows["upper"].to_numpy(),
                                 color=color(i), alpha=0.18, linewidth=0, label=f"{label} {metric} band")
-    return labels
+    return [(i, texts[label]) for i, label in enumerate(labels) if label in texts]
 
 
-def _profile_legend(ax, labels, metrics, band, table, unit, extra=()) -> None:
-    handles = [Line2D([], [], color=color(i), label=label) for i, label in enumerate(labels)]
+def _profile_legend(ax, drawn, metrics, band, table, unit, extra=()) -> None:
+    handles = [Line2D([], [], color=color(i), label=text) for i, text in drawn]
     if len(metrics) > 1:
         handles += [Line2D([], [], color="0.35", linestyle=_LINESTYLES[j % len(_LINESTYLES)],
                            label=METRIC_LABELS.get(m, m)) for j, m in enumerate(metrics)]
@@ -179,13 +203,21 @@ def _profile_legend(ax, labels, metrics, band, table, unit, extra=()) -> None:
     _legend_below(ax, handles, title)
 
 
+def _below_xlabel(ax) -> float:
+    """Points from the bottom of ``ax`` to just below its x label: ticks, tick labels, label, in their fonts."""
+    tick, label = ax.xaxis.get_major_ticks()[0], ax.xaxis.label
+    lines = label.get_text().count("\n") + 1 if label.get_text() else 0
+    return (tick.get_tick_padding() + tick.get_pad() + 1.2 * tick.label1.get_size()
+            + (ax.xaxis.labelpad + 1.2 * lines * label.get_size() if lines else 0.0) + 2.0)
+
+
 def _legend_below(ax, handles, title=None) -> None:
-    """Legend under the axes (a fixed distance below the x label), as many columns as the labels allow."""
-    longest = max(len(handle.get_label()) for handle in handles)
+    """Legend under the axes, just below the x label (set it first), as many columns as the labels allow."""
+    longest = max(len(line) for handle in handles for line in handle.get_label().splitlines())
     columns = min(len(handles), 3 if longest <= 13 else (2 if longest <= 22 else 1))
-    below = mtransforms.offset_copy(ax.transAxes, fig=ax.figure, y=-30, units="points")
+    below = mtransforms.offset_copy(ax.transAxes, fig=ax.figure, y=-_below_xlabel(ax), units="points")
     ax.legend(handles=handles, title=title, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-              bbox_transform=below, ncols=columns, frameon=False, title_fontsize=7)
+              bbox_transform=below, ncols=columns, frameon=False, title_fontsize="small")
 
 
 def describe_cell(cell) -> str:
@@ -214,10 +246,13 @@ def plot_lag_profile(result, *, metrics: Sequence[str] = ("log_sigma_max", "log_
     One colour per initializer, one line style per metric; each line is the seed
     mean and the shaded band the seed spread. The left axis is in nats (natural
     log), the right axis labels the same scale as powers of ten. For a
-    :class:`~gradscope.Comparison` the memory-horizon threshold is drawn too.
+    :class:`~gradscope.Comparison` the memory-horizon threshold is drawn too, and
+    initializers with identical spectra (:meth:`~gradscope.Comparison.identical_to`, such
+    as ``glorot_normal`` and ``lecun_normal`` for a square kernel) are drawn once, with
+    a legend entry such as ``"glorot_normal (= lecun_normal)"`` (on two lines).
 
     Args:
-        result: a Comparison, a (batched) Spectra, a mapping ``label -> Spectra``,
+        result: a Comparison, a (batched) Spectra, a Profile, a mapping ``label -> Spectra``,
             or a lag table (see :func:`lag_profile_table`).
         metrics: :class:`~gradscope.metrics.LagMetrics` fields to draw.
         band: ``"minmax"`` (seed min to max), ``"std"`` (mean -/+ one std) or None.
@@ -236,17 +271,17 @@ def plot_lag_profile(result, *, metrics: Sequence[str] = ("log_sigma_max", "log_
     _check_choice("xscale", xscale, ("linear", "log"))
     table = lag_profile_table(result)
     fig, ax = new_axes(ax, aspect=1.0)
-    with style():
-        labels = _draw_profiles(ax, table, metrics, band, inits)
-        extra = []
-        if isinstance(result, Comparison):
-            extra.append(ax.axhline(np.log(result.thresholds.horizon), color="0.5", linewidth=0.8,
-                                    linestyle=(0, (4, 2)), label=f"horizon {result.thresholds.horizon:g}"))
-        ax.set(xlabel="lag k (steps back from T)", ylabel=_LOG_AXIS_LABEL, xscale=xscale,
-               title=title if title is not None else _default_profile_title(result))
-        _natural_units_axis(ax)
-        unit = "runs" if isinstance(result, (Spectra, Mapping)) else "seeds"
-        _profile_legend(ax, labels, metrics, band, table, unit, extra)
+    identical = result.identical_to() if isinstance(result, Comparison) else {}
+    drawn = _draw_profiles(ax, table, metrics, band, inits, identical)
+    extra = []
+    if isinstance(result, Comparison):
+        extra.append(ax.axhline(np.log(result.thresholds.horizon), color="0.5", linewidth=0.8,
+                                linestyle=(0, (4, 2)), label=f"horizon {result.thresholds.horizon:g}"))
+    ax.set(xlabel="lag k (steps back from T)", ylabel=_LOG_AXIS_LABEL, xscale=xscale,
+           title=title if title is not None else _default_profile_title(result))
+    _natural_units_axis(ax)
+    unit = "runs" if isinstance(result, (Spectra, Profile, Mapping)) else "seeds"
+    _profile_legend(ax, drawn, metrics, band, table, unit, extra)
     return fig
 
 
@@ -281,13 +316,12 @@ def plot_forward_profile(spectra, *, metrics: Sequence[str] = ("log_sigma_max", 
     _check_choice("xscale", xscale, ("linear", "log"))
     table = lag_profile_table(dict(named))
     fig, ax = new_axes(ax, aspect=1.0)
-    with style():
-        labels = _draw_profiles(ax, table, metrics, band, None)
-        ax.set(xlabel="steps k after the perturbation at h_0", ylabel=_LOG_AXIS_LABEL, xscale=xscale,
-               title=title if title is not None else
-               "Perturbation growth $\\partial h_k/\\partial h_0$\n(slope of $\\sigma_{\\max}$ = top Lyapunov exponent)")
-        _natural_units_axis(ax)
-        _profile_legend(ax, labels, metrics, band, table, "runs")
+    drawn = _draw_profiles(ax, table, metrics, band, None)
+    ax.set(xlabel="steps k after the perturbation at h_0", ylabel=_LOG_AXIS_LABEL, xscale=xscale,
+           title=title if title is not None else
+           "Perturbation growth $\\partial h_k/\\partial h_0$\n(slope of $\\sigma_{\\max}$ = top Lyapunov exponent)")
+    _natural_units_axis(ax)
+    _profile_legend(ax, drawn, metrics, band, table, "runs")
     return fig
 
 
@@ -348,16 +382,15 @@ def plot_spectrum_heatmap(result, *, init: str | None = None, seed=None, cmap: s
     values = np.ma.masked_array(np.asarray(spectra.log_singular_values, np.float64),
                                 mask=~np.asarray(spectra.resolved))
     fig, ax = new_axes(ax, aspect=0.85)
-    with style():
-        colormap = _masked_colormap(cmap)
-        index = np.arange(1, values.shape[-1] + 1)
-        mesh = ax.pcolormesh(index, spectra.lags, values, shading="nearest", cmap=colormap,
-                             vmin=vmin, vmax=vmax, rasterized=True)
-        fig.colorbar(mesh, ax=ax, label=r"$\log\sigma_i$ (nats)")
-        what = "$\\partial h_k/\\partial h_0$" if spectra.direction == "forward" else "$\\partial h_T/\\partial h_{T-k}$"
-        ax.set(xlabel="singular value index i (1 = largest)", ylabel="lag k", title=title if title is not None
-               else f"Singular values of {what}\n{label}; grey: below float resolution")
-        ax.grid(False)
+    colormap = _masked_colormap(cmap)
+    index = np.arange(1, values.shape[-1] + 1)
+    mesh = ax.pcolormesh(index, spectra.lags, values, shading="nearest", cmap=colormap,
+                         vmin=vmin, vmax=vmax, rasterized=True)
+    fig.colorbar(mesh, ax=ax, label=r"$\log\sigma_i$ (nats)")
+    what = "$\\partial h_k/\\partial h_0$" if spectra.direction == "forward" else "$\\partial h_T/\\partial h_{T-k}$"
+    ax.set(xlabel="singular value index i (1 = largest)", ylabel="lag k", title=title if title is not None
+           else f"Singular values of {what}\n{label}; grey: below float resolution")
+    ax.grid(False)
     return fig
 
 
@@ -398,15 +431,14 @@ def plot_singular_value_density(result, lags: Sequence[int], *, init: str | None
     values = np.asarray(spectra.log_singular_values, np.float64)
     resolved = np.asarray(spectra.resolved)
     fig, ax = new_axes(ax)
-    with style():
-        for j, lag in enumerate(lags):
-            column = kept.index(lag)
-            sample = values[..., column, :][resolved[..., column, :]]
-            ax.hist(sample, bins=bins, density=True, histtype="step", color=color(j), linewidth=1.4,
-                    label=f"k = {lag}")
-        ax.set(xlabel=_LOG_AXIS_LABEL, ylabel="density", title=title if title is not None
-               else f"Distribution of $\\log\\sigma_i$ at chosen lags\n{label}")
-        ax.legend(title="lag", frameon=False)
+    for j, lag in enumerate(lags):
+        column = kept.index(lag)
+        sample = values[..., column, :][resolved[..., column, :]]
+        ax.hist(sample, bins=bins, density=True, histtype="step", color=color(j), linewidth=1.4,
+                label=f"k = {lag}")
+    ax.set(xlabel=_LOG_AXIS_LABEL, ylabel="density", title=title if title is not None
+           else f"Distribution of $\\log\\sigma_i$ at chosen lags\n{label}")
+    ax.legend(title="lag", frameon=False)
     return fig
 
 
@@ -426,8 +458,11 @@ def _density_source(result, init, seed) -> tuple[Spectra, str]:
 # Verdicts across initializers
 # ---------------------------------------------------------------------------------------------
 
-def _horizon_text(value: float) -> str:
-    return "never" if np.isposinf(value) else ("n/a" if np.isnan(value) else f"{value:.0f}")
+def _horizon_text(value: float, longest: int | None) -> str:
+    """A horizon in steps; ``inf`` (never crossed within the analysed lags) reads "> longest lag"."""
+    if np.isposinf(value):
+        return f"> {longest}" if longest is not None else "> T"
+    return "n/a" if np.isnan(value) else f"{value:.0f}"
 
 
 def plot_summary(result, *, metric: str = "rate", thresholds: Thresholds | None = None, ax=None,
@@ -436,8 +471,8 @@ def plot_summary(result, *, metric: str = "rate", thresholds: Thresholds | None 
 
     Each row is one initializer: a dot at the seed-mean rate with a bar of -/+ one
     seed std, the individual seeds as small open circles, the colour of the
-    verdict, and the median memory horizon (in steps; "never" if sigma_max stays
-    above the threshold) as the right-hand tick label.
+    verdict, and the median memory horizon (in steps; "> K" if sigma_max stays
+    above the threshold at every analysed lag, K the longest) as the right-hand tick label.
     Dashed lines mark the verdict thresholds.
 
     Args:
@@ -457,18 +492,18 @@ def plot_summary(result, *, metric: str = "rate", thresholds: Thresholds | None 
     _check_choice("metric", metric, ("rate", "rms_rate"))
     table, per_seed, thresholds = _summary_inputs(result, thresholds)
     fig, ax = new_axes(ax, aspect=max(0.6, 0.25 + 0.11 * len(table)))
-    with style():
-        for i, row in enumerate(table.itertuples(index=False)):
-            verdict_color = VERDICT_COLORS.get(row.verdict, "0.5")
-            ax.errorbar(np.array([getattr(row, metric)], np.float64), np.array([i], np.float64),
-                        xerr=np.array([getattr(row, f"{metric}_std")], np.float64), fmt="o",
-                        color=verdict_color, markersize=5, capsize=2, label=row.init)
-            if per_seed is not None:
-                seeds = per_seed.loc[per_seed["init"] == row.init, metric].to_numpy(np.float64)
-                ax.plot(seeds, np.full(len(seeds), i), "o", markersize=3, markerfacecolor="none",
-                        color=verdict_color, alpha=0.6, label=f"{row.init} seeds")
-            _mark_unplottable(ax, getattr(row, metric), i, verdict_color)
-        _summary_decorations(ax, table, metric, thresholds, title)
+    for i, row in enumerate(table.itertuples(index=False)):
+        verdict_color = VERDICT_COLORS.get(row.verdict, "0.5")
+        ax.errorbar(np.array([getattr(row, metric)], np.float64), np.array([i], np.float64),
+                    xerr=np.array([getattr(row, f"{metric}_std")], np.float64), fmt="o",
+                    color=verdict_color, markersize=5, capsize=2, label=row.init)
+        if per_seed is not None:
+            seeds = per_seed.loc[per_seed["init"] == row.init, metric].to_numpy(np.float64)
+            ax.plot(seeds, np.full(len(seeds), i), "o", markersize=3, markerfacecolor="none",
+                    color=verdict_color, alpha=0.6, label=f"{row.init} seeds")
+        _mark_unplottable(ax, getattr(row, metric), i, verdict_color)
+    longest = int(result.lags.max()) if isinstance(result, Comparison) else None
+    _summary_decorations(ax, table, metric, thresholds, title, longest)
     return fig
 
 
@@ -482,7 +517,7 @@ def _mark_unplottable(ax, value: float, row: int, colour) -> None:
         text, x, align = "\u2190 rate -inf (zero product)", 0.02, "left"
     else:
         text, x, align = "rate +inf \u2192", 0.98, "right"
-    ax.annotate(text, (x, row), xycoords=("axes fraction", "data"), ha=align, va="center", fontsize=7,
+    ax.annotate(text, (x, row), xycoords=("axes fraction", "data"), ha=align, va="center", fontsize="small",
                 color=colour)
 
 
@@ -498,34 +533,34 @@ def _summary_inputs(result, thresholds):
     raise TypeError(f"expected a Comparison or its to_dataframe() table, got {type(result).__name__}")
 
 
-def _summary_decorations(ax, table, metric, thresholds, title) -> None:
+def _summary_decorations(ax, table, metric, thresholds, title, longest=None) -> None:
     ax.set_yticks(range(len(table)), list(table["init"]))
     ax.set_ylim(len(table) - 0.5, -0.5)
     horizons = ax.secondary_yaxis("right")
-    horizons.set_yticks(range(len(table)), [_horizon_text(h) for h in table["horizon"]])
+    horizons.set_yticks(range(len(table)), [_horizon_text(h, longest) for h in table["horizon"]])
     horizons.set_ylabel("memory horizon (steps)")
     if thresholds is not None:
         for value in sorted({thresholds.vanishing, thresholds.exploding}):
             ax.axvline(value, color="0.5", linewidth=0.8, linestyle="--", label=f"threshold {value:g}")
     ax.axvline(0.0, color="0.2", linewidth=0.6)
+    quantity = r"$\sigma_{\max}$" if metric == "rate" else r"RMS $\sigma$"
+    ax.set_xlabel(f"growth rate of {quantity} (nats per step)")
+    ax.grid(False, axis="y")  # rows are categories; the x grid follows your rcParams
     verdicts = [v for v in VERDICT_COLORS if v in set(table["verdict"])]
     handles = [Line2D([], [], marker="o", linestyle="", color=VERDICT_COLORS[v], label=v) for v in verdicts]
     _legend_below(ax, handles, title="verdict")
-    quantity = r"$\sigma_{\max}$" if metric == "rate" else r"RMS $\sigma$"
-    ax.set_xlabel(f"growth rate of {quantity} (nats per step)")
-    ax.grid(True, axis="x")
-    ax.grid(False, axis="y")
     ax.set_title(title if title is not None else
                  "Growth rate per initializer\n(dot: seed mean, bar: ± std, circles: seeds)")
 
 
 def figure_grid(count: int, *, columns: int = 3, width: float | None = None, aspect: float = 0.8):
-    """A styled figure with ``count`` axes in a grid (extra cells hidden), for panels of the plots above.
+    """A figure with ``count`` axes in a grid (extra cells hidden), for panels of the plots above.
 
     Args:
         count: number of panels.
         columns: panels per row.
-        width: figure width in inches; default one column width per panel, at most the full page width.
+        width: figure width in inches; default one column width per panel, at most the full page width,
+            times :func:`~gradscope.plotting.style.font_scale` (the figure grows with your font size).
         aspect: height/width of each panel.
 
     Returns:
@@ -535,10 +570,9 @@ def figure_grid(count: int, *, columns: int = 3, width: float | None = None, asp
 
     rows = -(-count // columns)
     columns = min(columns, count)
-    width = min(FULL_WIDTH, COLUMN_WIDTH * columns) if width is None else width
-    with style():
-        fig, axes = plt.subplots(rows, columns, figsize=(width, width / columns * aspect * rows),
-                                 layout="constrained", squeeze=False)
+    width = min(FULL_WIDTH, COLUMN_WIDTH * columns) * font_scale() if width is None else width
+    fig, axes = plt.subplots(rows, columns, figsize=(width, width / columns * aspect * rows),
+                             layout="constrained", squeeze=False)
     for extra in axes.ravel()[count:]:
         extra.set_visible(False)
     return fig, list(axes.ravel()[:count])
