@@ -538,7 +538,7 @@ def _summary_decorations(ax, table, metric, thresholds, title, longest=None) -> 
     ax.set_ylim(len(table) - 0.5, -0.5)
     horizons = ax.secondary_yaxis("right")
     horizons.set_yticks(range(len(table)), [_horizon_text(h, longest) for h in table["horizon"]])
-    horizons.set_ylabel("memory horizon (steps)")
+    horizons.set_ylabel("horizon (steps)")  # short: the label must fit beside a few rows
     if thresholds is not None:
         for value in sorted({thresholds.vanishing, thresholds.exploding}):
             ax.axvline(value, color="0.5", linewidth=0.8, linestyle="--", label=f"threshold {value:g}")
