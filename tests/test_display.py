@@ -212,6 +212,9 @@ def test_training_results_repr(results):
     assert f"({experiment.agreement():.0%})" in text and "lag 3" in text
     for row in experiment.outcome_table().itertuples():
         assert row[0] in text and row[1] in text
+    # the outcome grid writes a horizon beyond the analysed lags as "h>T" (T = 6 here), never "never"
+    cells = [t.get_text() for t in training_plots.plot_outcome_grid(experiment).axes[0].texts]
+    assert len(cells) == 2 and all(re.fullmatch(r"\d+/2\nh(=\d+|>6)", cell) for cell in cells), cells
 
 
 @pytest.mark.parametrize("name, figures", [("spectra", 1), ("forward", 1), ("comparison", 2), ("grid", 0),
