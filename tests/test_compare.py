@@ -53,10 +53,11 @@ def test_tables_have_the_documented_columns(comparison):
     result, _, _ = comparison
     table = result.to_dataframe()
     assert list(table.columns) == ["init", "rate", "rate_std", "rms_rate", "rms_rate_std", "horizon", "horizon_min",
-                                   "horizon_max", "seeds", "verdict"]
+                                   "horizon_max", "seeds", "verdict", "identical_to"]
     assert table["init"].tolist() == list(LABELS) and table["seeds"].tolist() == [2, 2, 2]
     per_seed = result.to_dataframe(per_seed=True)
-    assert list(per_seed.columns) == ["init", "seed", "rate", "rms_rate", "horizon", "verdict"]
+    assert list(per_seed.columns) == ["init", "seed", "rate", "rms_rate", "horizon", "verdict", "identical_to"]
+    assert table["identical_to"].tolist() == ["", "", ""]
     assert len(per_seed) == 6 and per_seed["seed"].tolist() == [3, 7] * 3
     lag_table = result.lag_table()
     assert list(lag_table.columns) == ["init", "seed", "lag", "log_sigma_max", "log_sigma_min", "log_rms",
@@ -96,8 +97,13 @@ def test_seed_aggregation_equals_pandas(comparison):
     np.testing.assert_allclose(table["horizon_min"], grouped["horizon"].min())
     np.testing.assert_allclose(table["horizon_max"], grouped["horizon"].max())
     thresholds = result.thresholds
-    expected = ["vanishing" if r < thresholds.vanishing else "exploding" if r > thresholds.exploding else "stable"
-                for r in grouped["rate"].mean()]
+
+    def verdict(rate, horizon):
+        if rate < thresholds.vanishing:
+            return "slowly vanishing" if np.isinf(horizon) else "vanishing"
+        return "exploding" if rate > thresholds.exploding else "stable"
+
+    expected = [verdict(r, h) for r, h in zip(grouped["rate"].mean(), grouped["horizon"].median())]
     assert table["verdict"].tolist() == expected
 
 
@@ -144,3 +150,49 @@ def test_make_inputs_options():
     np.testing.assert_array_equal(compare_module.make_inputs(shared, (0, 1), 4, 2), np.stack([shared, shared]))
     own = np.arange(16.0).reshape(2, 4, 2)
     np.testing.assert_array_equal(compare_module.make_inputs(own, (0, 1), 4, 2), own)
+
+
+def test_identical_draws_are_named_in_the_table_and_drawn_once():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from gradscope import plotting
+
+    # independently: for a square kernel glorot_normal (2 / (n + n)) and lecun_normal (1 / n) have the same
+    # variance and draw the same numbers from the same key; he_normal (2 / n) does not
+    key, shape = jax.random.key(3), (8, 8)
+    draw = {name: np.asarray(gradscope.initializers.get(name)(key, shape))
+            for name in ("glorot_normal", "lecun_normal", "he_normal")}
+    np.testing.assert_array_equal(draw["glorot_normal"], draw["lecun_normal"])
+    assert not np.allclose(draw["he_normal"], draw["lecun_normal"])
+    inits = ["glorot_normal", "he_normal", "lecun_normal", ("orthogonal", {"gain": 0.5}), "orthogonal"]
+    result = gradscope.compare(gradscope.VanillaRNN(8), inits, seeds=2, num_steps=12, progress=False)
+    assert result.identical_to() == {"glorot_normal": ("lecun_normal",), "he_normal": (),
+                                     "lecun_normal": ("glorot_normal",), "orthogonal(gain=0.5)": (),
+                                     "orthogonal": ()}
+    assert result.to_dataframe()["identical_to"].tolist() == ["lecun_normal", "", "glorot_normal", "", ""]
+    assert result.to_dataframe(per_seed=True)["identical_to"].tolist()[:6] == ["lecun_normal"] * 2 + [""] * 2 + \
+        ["glorot_normal"] * 2
+    ax = plotting.plot_lag_profile(result).axes[0]
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend[:4] == ["glorot_normal\n(= lecun_normal)", "he_normal", "orthogonal(gain=0.5)", "orthogonal"]
+    labels = {line.get_label(): line for line in ax.get_lines()}
+    assert "glorot_normal log_sigma_max" in labels and "lecun_normal log_sigma_max" not in labels
+    # the others keep the colour of their position, as in every other panel
+    assert to_hex(labels["he_normal log_rms"].get_color()) == to_hex(plotting.PALETTE[1])
+    assert to_hex(labels["orthogonal log_rms"].get_color()) == to_hex(plotting.PALETTE[4])
+    plt.close("all")
+
+
+def test_identity_in_the_default_report_is_slowly_vanishing_with_a_horizon_beyond_t():
+    # the default `gradscope compare`: VanillaRNN(64) tanh, T = 100, 4 seeds; identity's rate is below the
+    # vanishing threshold, but sigma_max stays above the horizon threshold at every lag
+    result = gradscope.compare(gradscope.VanillaRNN(64), ["identity"], seeds=4, num_steps=100, progress=False)
+    row = result.to_dataframe().iloc[0]
+    lowest = result.lag_table().groupby("seed")["log_sigma_max"].min()
+    assert row["rate"] < result.thresholds.vanishing
+    assert np.median(lowest) > np.log(result.thresholds.horizon) and np.isinf(row["horizon"])
+    assert row["verdict"] == "slowly vanishing"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -100,10 +101,29 @@ def test_thresholds_decide_the_verdict():
     assert metrics.verdict_name(metrics.summarize(lags, lag_metrics, finite).verdict) == "stable"
     strict = gradscope.Thresholds(vanishing=-0.001, exploding=0.001)
     assert metrics.verdict_name(metrics.summarize(lags, lag_metrics, finite, strict).verdict) == "exploding"
-    falling = lag_metrics._replace(log_sigma_max=-profile[0])
-    assert metrics.verdict_name(metrics.summarize(lags, falling, finite, strict).verdict) == "vanishing"
+    falling = lag_metrics._replace(log_sigma_max=-profile[0])  # never below log(0.01) within 10 lags
+    assert metrics.verdict_name(metrics.summarize(lags, falling, finite, strict).verdict) == "slowly vanishing"
     assert metrics.verdict_name(metrics.summarize(lags, lag_metrics, jnp.array(False)).verdict) == "non-finite"
-    assert metrics.VERDICTS == ("vanishing", "stable", "exploding", "non-finite")
+    assert metrics.VERDICTS == ("vanishing", "stable", "exploding", "non-finite", "slowly vanishing")
+
+
+@pytest.mark.parametrize("slope, horizon, verdict", [
+    (-0.05, np.log(0.01) / -0.05, "vanishing"),   # sigma_max = exp(-0.05 k) crosses 0.01 at k = 92.1
+    (-0.02, np.inf, "slowly vanishing"),          # exp(-0.02 * 100) = 0.135 > 0.01 at every lag
+    (-0.005, np.inf, "stable"),
+    (0.02, np.inf, "exploding"),
+])
+def test_verdict_and_horizon_tell_one_story(slope, horizon, verdict):
+    lags = np.arange(0, 101)
+    line = jnp.asarray(slope * lags, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    zero = jnp.zeros_like(line)
+    summary = metrics.summarize(lags, metrics.LagMetrics(line, line, line, zero, zero), jnp.array(True))
+    np.testing.assert_allclose(float(summary.rate), slope, rtol=1e-4)
+    np.testing.assert_allclose(float(summary.horizon), horizon, rtol=1e-4)
+    assert metrics.verdict_name(summary.verdict) == verdict
+    # without a horizon the rate alone decides (the earlier rule)
+    code = metrics.verdict_code(summary.rate, jnp.array(True), metrics.Thresholds())
+    assert metrics.verdict_name(code) == verdict.replace("slowly vanishing", "vanishing")
 
 
 @pytest.mark.parametrize("options, message", [

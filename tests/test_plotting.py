@@ -215,7 +215,7 @@ def test_summary_dots_bars_seeds_colours_and_horizons(comparison):
         np.testing.assert_allclose(seeds.get_xdata(), per_seed.loc[per_seed["init"] == row.init, "rate"])
     assert [t.get_text() for t in ax.get_yticklabels()] == list(table["init"])
     horizons = [child for child in ax.child_axes if "horizon" in child.get_ylabel()]
-    expected = ["never" if np.isinf(h) else f"{h:.0f}" for h in table["horizon"]]
+    expected = [f"> {comparison.lags.max()}" if np.isinf(h) else f"{h:.0f}" for h in table["horizon"]]
     assert [t.get_text() for t in horizons[0].get_yticklabels()] == expected
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == [v for v in VERDICT_COLORS if v in set(table["verdict"])]

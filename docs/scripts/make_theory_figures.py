@@ -29,7 +29,7 @@ import pandas as pd  # noqa: E402
 
 import gradscope  # noqa: E402
 from gradscope import calibrate, lyapunov, phase, theory  # noqa: E402
-from gradscope.plotting import save_figure  # noqa: E402
+from gradscope.plotting import save_figure, use_style  # noqa: E402
 from gradscope.plotting import theory as theory_plots  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
@@ -138,6 +138,7 @@ SECTIONS = {"mean_field": mean_field_table, "lyapunov": lyapunov_figure, "glorot
 
 def main(names) -> None:
     """Print the numbers of docs/theory.md and write its figures (all sections, or those named)."""
+    use_style()  # the documentation's figures use the gradscope look
     for name in names or SECTIONS:
         if name not in SECTIONS:
             raise SystemExit(f"unknown section {name!r}; choose from {', '.join(SECTIONS)}")

@@ -18,17 +18,20 @@ from gradscope.analysis import metrics
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
 from gradscope.analysis.spectra import Spectra, spectra_of
+from gradscope.display.headline import Headline, Readable, lag_range
 
-__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "compare", "labelled_initializers", "make_inputs"]
+__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "aggregate_seeds", "compare", "identical_labels",
+           "labelled_initializers",
+           "make_inputs"]
 
 DEFAULT_INITIALIZERS = ("orthogonal", "glorot_normal", "he_normal", "lecun_normal", "identity", "normal")
 """What :func:`compare` compares when no initializers are given (``normal`` has stddev 1)."""
 
 
-class SpectraResults:
+class SpectraResults(Readable):
     """What every sweep result (:class:`Comparison`, ``GridComparison``) derives from its
     ``spectra`` and ``thresholds`` fields: lags, per-lag metrics and the summary, each
-    with the result's leading configuration axes."""
+    with the result's leading configuration axes; and its short display."""
 
     spectra: Spectra
     thresholds: metrics.Thresholds
@@ -46,8 +49,14 @@ class SpectraResults:
         """Rates, horizon and verdict codes, each ``[configuration axes...]``."""
         return self.spectra.summary(self.thresholds)
 
+    def _facts(self, configurations: str) -> tuple:
+        thresholds = self.thresholds
+        return (f"{configurations}, T = {self.num_steps}, n = {self.spectra.state_size}, {lag_range(self.lags)}",
+                f"verdict: vanishing < {thresholds.vanishing:g} < stable < {thresholds.exploding:g} < exploding "
+                f"(rate, nats/step); horizon at sigma_max = {thresholds.horizon:g}")
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, repr=False)
 class Comparison(SpectraResults):
     """Spectra and metrics of one cell under several initializers and seeds.
 
@@ -68,16 +77,35 @@ class Comparison(SpectraResults):
     cell: object
     num_steps: int
 
+    def identical_to(self) -> dict:
+        """For each label, the other labels whose spectra are identical to its own, bit for bit.
+
+        Identical means every array of the spectra (every seed, lag and singular value)
+        is equal: the configurations drew the same weights, as ``glorot_normal`` and
+        ``lecun_normal`` do for a square recurrent kernel (both have variance 1/n and use
+        the same key). Their lines coincide in a lag profile.
+
+        Returns:
+            ``{label: tuple of the other labels identical to it}`` (empty tuples for unique ones).
+        """
+        return identical_labels(self.labels, self.spectra)
+
     def to_dataframe(self, per_seed: bool = False) -> pd.DataFrame:
         """One row per initializer (seed means and spreads), or per (initializer, seed).
 
         The aggregated table gives the mean and the population standard deviation
         (``ddof=0``, the spread of the seeds actually run) of each rate, the median,
-        min and max horizon, the seed count, and the verdict of the mean rate
-        (``"non-finite"`` if any seed overflowed).
+        min and max horizon, the seed count, and the verdict of the mean rate and the
+        median horizon (``"non-finite"`` if any seed overflowed; see
+        :mod:`gradscope.metrics` for the rule). Both tables end with ``identical_to``:
+        the other initializers whose spectra are identical bit for bit (comma-separated,
+        empty if none; see :meth:`identical_to`).
         """
         table = self._per_seed_table()
-        return table if per_seed else _aggregate_seeds(table, self.thresholds)
+        table = table if per_seed else aggregate_seeds(table, self.thresholds)
+        same = self.identical_to()
+        table["identical_to"] = [", ".join(same[label]) for label in table["init"]]
+        return table
 
     def lag_table(self) -> pd.DataFrame:
         """Long table: one row per (init, seed, lag) with every per-lag metric."""
@@ -89,11 +117,12 @@ class Comparison(SpectraResults):
             columns[name] = np.asarray(values, dtype=np.float64).ravel()
         return pd.DataFrame(columns)
 
-    def _repr_html_(self) -> str:
-        """Jupyter display: metrics table, lag profile and rate summary (see :mod:`gradscope.display`)."""
-        from gradscope.display.reprs import comparison_html
-
-        return comparison_html(self)
+    def _headline(self) -> Headline:
+        table = self.to_dataframe()
+        columns = ["init", "rate", "rate_std", "rms_rate", "horizon", "verdict"]
+        columns += ["identical_to"] if table["identical_to"].any() else []
+        facts = self._facts(f"{self.cell!r}, {len(self.labels)} initializers x {len(self.seeds)} seeds")
+        return Headline("Comparison", facts, table[columns], ("plot_lag_profile", "plot_summary"))
 
     def _per_seed_table(self) -> pd.DataFrame:
         inits, seeds = np.meshgrid(np.arange(len(self.labels)), self.seeds, indexing="ij")
@@ -101,8 +130,25 @@ class Comparison(SpectraResults):
                              **self.summary().columns()})
 
 
-def _aggregate_seeds(table: pd.DataFrame, thresholds: metrics.Thresholds) -> pd.DataFrame:
-    grouped = table.groupby("init", sort=False)
+def identical_labels(labels, spectra: Spectra) -> dict:
+    """``{label: other labels}`` whose slices ``spectra[i]`` (leading axis = label) are equal in every array."""
+    arrays = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(spectra)]
+
+    def same(i: int, j: int) -> bool:
+        return all(np.array_equal(a[i], a[j], equal_nan=np.issubdtype(a.dtype, np.inexact)) for a in arrays)
+
+    return {label: tuple(other for j, other in enumerate(labels) if j != i and same(i, j))
+            for i, label in enumerate(labels)}
+
+
+def aggregate_seeds(table: pd.DataFrame, thresholds: metrics.Thresholds, keys=("init",)) -> pd.DataFrame:
+    """Seed statistics of a per-seed summary table, one row per value of ``keys``.
+
+    Columns: ``keys``, then the mean and population std of ``rate`` and ``rms_rate``, the
+    median, min and max ``horizon``, the seed count ``seeds`` and the ``verdict`` of the
+    mean rate and median horizon (``"non-finite"`` if any seed overflowed).
+    """
+    grouped = table.groupby(list(keys), sort=False)
     out = pd.DataFrame({
         "rate": grouped["rate"].mean(), "rate_std": grouped["rate"].std(ddof=0),
         "rms_rate": grouped["rms_rate"].mean(), "rms_rate_std": grouped["rms_rate"].std(ddof=0),
@@ -112,7 +158,7 @@ def _aggregate_seeds(table: pd.DataFrame, thresholds: metrics.Thresholds) -> pd.
     })
     nonfinite = grouped["verdict"].apply(lambda v: (v == "non-finite").any())
     codes = metrics.verdict_code(jnp.asarray(out["rate"].to_numpy()), jnp.asarray(~nonfinite.to_numpy()),
-                                 thresholds)
+                                 thresholds, jnp.asarray(out["horizon"].to_numpy()))
     out["verdict"] = [metrics.verdict_name(c) for c in np.asarray(codes)]
     return out.reset_index()
 

@@ -32,6 +32,7 @@ from gradscope.core import _checks
 from gradscope.core import engine
 from gradscope.analysis import spectra as _spectra
 from gradscope.core._lapack import lapack_thread_limit
+from gradscope.display.headline import Headline, Readable, batch_index_columns, batched_table, long_table
 
 __all__ = ["LyapunovSpectrum", "lyapunov_of", "lyapunov_spectrum", "qr_schedule"]
 
@@ -41,8 +42,8 @@ __all__ = ["LyapunovSpectrum", "lyapunov_of", "lyapunov_spectrum", "qr_schedule"
     data_fields=["exponents", "history", "finite"],
     meta_fields=["checkpoint_steps", "transient", "interval"],
 )
-@dataclasses.dataclass(frozen=True)
-class LyapunovSpectrum:
+@dataclasses.dataclass(frozen=True, repr=False)
+class LyapunovSpectrum(Readable):
     """Lyapunov exponents of the forward dynamics and how their estimates converged (a pytree).
 
     Attributes:
@@ -72,6 +73,34 @@ class LyapunovSpectrum:
     def num_exponents(self) -> int:
         """k, the number of exponents computed."""
         return int(self.exponents.shape[-1])
+
+    def to_dataframe(self, history: bool = False):
+        """Tidy table of the exponents, or of their running estimates.
+
+        Args:
+            history: False (default): one row per (batch entry, exponent). True: one row
+                per (batch entry, checkpoint, exponent).
+
+        Returns:
+            A pandas DataFrame: ``batch_0, ...`` (the batch axes, absent when unbatched),
+            ``step`` (steps accumulated after the transient; with ``history`` only),
+            ``index`` (1 = first in QR order) and ``exponent`` (nats per step).
+        """
+        axes = batch_index_columns(np.shape(self.finite))
+        index = range(1, self.num_exponents + 1)
+        if history:
+            return long_table({**axes, "step": self.steps, "index": index}, {"exponent": self.history})
+        return long_table({**axes, "index": index}, {"exponent": self.exponents})
+
+    def _headline(self) -> Headline:
+        batch = np.shape(self.finite)
+        exponents = np.asarray(self.exponents, np.float64)
+        facts = (f"{self.num_exponents} exponents by the QR method, {self.steps[-1]} steps accumulated after a "
+                 f"transient of {self.transient}, QR every {self.interval}" + (f", batch {batch}" if batch else ""),)
+        columns = {"largest": exponents.max(axis=-1), "smallest": exponents.min(axis=-1),
+                   "sum": exponents.sum(axis=-1), "positive": (exponents > 0).sum(axis=-1)}
+        figures = () if batch else ("plot_lyapunov_convergence",)
+        return Headline("LyapunovSpectrum", facts, batched_table(batch, columns), figures)
 
 
 def qr_schedule(num_steps: int, transient: int, interval: int) -> tuple[np.ndarray, np.ndarray]:

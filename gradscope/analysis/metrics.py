@@ -16,9 +16,17 @@ Definitions (natural logs throughout):
 * ``horizon``: the lag where ``sigma_max`` first falls below
   ``Thresholds.horizon`` (linear interpolation of the log between kept lags);
   ``inf`` if it never does within the lags analysed.
-* ``verdict``: ``"vanishing"`` if ``rate < Thresholds.vanishing``, ``"exploding"``
-  if ``rate > Thresholds.exploding``, else ``"stable"``; ``"non-finite"`` when the
-  states or products overflowed.
+* ``verdict``, one story with the horizon:
+
+  - ``"vanishing"``: ``rate < Thresholds.vanishing`` and sigma_max falls below
+    ``Thresholds.horizon`` within the analysed lags (a finite ``horizon``);
+  - ``"slowly vanishing"``: ``rate < Thresholds.vanishing`` but sigma_max stays above
+    ``Thresholds.horizon`` at every analysed lag (``horizon`` is ``inf``): the gradient
+    decays, yet not enough to cross the threshold within T. At the fitted rate it would
+    cross near lag ``log(Thresholds.horizon) / rate``;
+  - ``"exploding"``: ``rate > Thresholds.exploding``;
+  - ``"stable"``: otherwise;
+  - ``"non-finite"``: the states or products overflowed (no rate).
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ __all__ = [
     "verdict_name",
 ]
 
-VERDICTS = ("vanishing", "stable", "exploding", "non-finite")
+VERDICTS = ("vanishing", "stable", "exploding", "non-finite", "slowly vanishing")
+"""Verdict names, indexed by the integer codes of :func:`verdict_code` (codes 0-3 predate 4)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +61,9 @@ class Thresholds:
     """Where the verdicts and the horizon draw their lines (all overridable).
 
     Attributes:
-        vanishing: a growth rate (nats per step) below this is ``"vanishing"``.
-            The default -0.01 means sigma_max shrinks by e within 100 steps.
+        vanishing: a growth rate (nats per step) below this is ``"vanishing"``, or
+            ``"slowly vanishing"`` when sigma_max never falls below ``horizon`` within
+            the analysed lags. The default -0.01 means sigma_max shrinks by e within 100 steps.
         exploding: a rate above this is ``"exploding"``.
         horizon: the memory horizon is the lag where sigma_max falls below this.
     """
@@ -165,9 +175,20 @@ def memory_horizon(lags: jax.Array, log_sigma_max: jax.Array, threshold: float) 
 
 
 @functools.partial(jax.jit, static_argnames="thresholds")
-def verdict_code(rate: jax.Array, finite: jax.Array, thresholds: Thresholds) -> jax.Array:
-    """Integer verdict (index into :data:`VERDICTS`) from a growth rate."""
+def verdict_code(rate: jax.Array, finite: jax.Array, thresholds: Thresholds, horizon: jax.Array | None = None
+                 ) -> jax.Array:
+    """Integer verdict (index into :data:`VERDICTS`) from a growth rate and the memory horizon.
+
+    Args:
+        rate: fitted growth rate of log sigma_max per step.
+        finite: False where the run overflowed (verdict ``"non-finite"``).
+        thresholds: the rate thresholds.
+        horizon: the memory horizon; where it is ``inf`` a vanishing rate becomes
+            ``"slowly vanishing"`` (see the module docstring). None: rates alone decide.
+    """
     code = jnp.where(rate < thresholds.vanishing, 0, jnp.where(rate > thresholds.exploding, 2, 1))
+    if horizon is not None:
+        code = jnp.where((code == 0) & jnp.isposinf(horizon), 4, code)
     return jnp.where(finite & ~jnp.isnan(rate), code, 3)
 
 
@@ -178,12 +199,13 @@ def verdict_name(code) -> str:
 
 @functools.partial(jax.jit, static_argnames="thresholds")
 def summarize(lags, metrics: LagMetrics, finite: jax.Array, thresholds: Thresholds = Thresholds()) -> Summary:
-    """Fitted rates, memory horizon and verdict from per-lag metrics."""
+    """Fitted rates, memory horizon and verdict (from the rate and the horizon) from per-lag metrics."""
     rate = fit_rate(lags, metrics.log_sigma_max)
+    horizon = memory_horizon(lags, metrics.log_sigma_max, thresholds.horizon)
     measured = lambda value: jnp.where(finite, value, jnp.nan)  # noqa: E731 - overflowed runs have no metrics
     return Summary(
         measured(rate),
         measured(fit_rate(lags, metrics.log_rms)),
-        measured(memory_horizon(lags, metrics.log_sigma_max, thresholds.horizon)),
-        verdict_code(rate, finite, thresholds),
+        measured(horizon),
+        verdict_code(rate, finite, thresholds, horizon),
     )

@@ -56,6 +56,7 @@ from gradscope.analysis import metrics
 from gradscope.analysis import spectra
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
+from gradscope.display.headline import Headline, Readable, batch_index_columns, batched_table, lag_range, long_table
 
 __all__ = [
     "Profile",
@@ -79,8 +80,8 @@ __all__ = [
     data_fields=["log_sigma_max", "log_frobenius", "residual", "spectra", "finite"],
     meta_fields=["max_lag", "direction", "state_size"],
 )
-@dataclasses.dataclass(frozen=True)
-class Profile:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Profile(Readable):
     """sigma_max and RMS at every lag, full spectra at a few (a JAX pytree).
 
     Attributes:
@@ -166,14 +167,49 @@ class Profile:
         table["spectrum_measured"] = np.broadcast_to(self.spectrum_mask, lags.shape).ravel()
         return pd.DataFrame(table)
 
+    def to_dataframe(self) -> pd.DataFrame:
+        """Tidy table: one row per (batch entry, lag 1..K) with what was measured there.
+
+        Columns: ``batch_0, ...`` (the batch axes, absent when unbatched), ``lag``,
+        ``log_sigma_max`` (power estimate; exact at the spectrum lags), ``residual`` (its
+        relative Ritz residual, 0 where exact), ``log_frobenius`` and ``log_rms`` (exact),
+        ``spectrum_measured`` (a full spectrum was taken at this lag) and
+        ``log_sigma_min`` (measured at the spectrum lags only, NaN elsewhere; unlike
+        :meth:`lag_metrics` this table does not interpolate), and ``finite``.
+        """
+        batch = np.shape(self.finite)
+        columns = {"log_sigma_max": self.log_sigma_max, "residual": self.residual,
+                   "log_frobenius": self.log_frobenius, "log_rms": self.log_rms,
+                   "spectrum_measured": np.broadcast_to(self.spectrum_mask, batch + (self.max_lag,)),
+                   "log_sigma_min": self._measured_sigma_min(batch),
+                   "finite": self.finite}
+        return long_table({**batch_index_columns(batch), "lag": self.lags}, columns)
+
+    def _measured_sigma_min(self, batch: tuple) -> np.ndarray:
+        values = np.full(batch + (self.max_lag,), np.nan)
+        if self.spectra is not None:
+            values[..., self.spectrum_lags - 1] = np.asarray(self.spectra.lag_metrics().log_sigma_min, np.float64)
+        return values
+
+    def _headline(self) -> Headline:
+        batch = np.shape(self.finite)
+        spectra = ("norms only (no spectra)" if self.spectra is None
+                   else f"full spectra at {len(self.spectrum_lags)} of them")
+        facts = (f"{self.direction} products, n = {self.state_size}, every lag 1..{self.max_lag}, {spectra}"
+                 + (f", batch {batch}" if batch else ""),)
+        columns = {**self.summary().columns(),
+                   "max_residual": np.max(np.asarray(self.residual, np.float64), axis=-1)}
+        figures = ("plot_lag_profile",) if self.spectra is not None else ()
+        return Headline("Profile", facts, batched_table(batch, columns), figures)
+
 
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=["log_singular_values", "log_floor", "finite"],
     meta_fields=["lag_values", "direction", "state_size"],
 )
-@dataclasses.dataclass(frozen=True)
-class TopSpectra:
+@dataclasses.dataclass(frozen=True, repr=False)
+class TopSpectra(Readable):
     """The k largest singular values at each kept lag (a JAX pytree).
 
     Attributes:
@@ -202,6 +238,30 @@ class TopSpectra:
     def log_sigma_max(self) -> jax.Array:
         """``[..., lags]`` log of the largest singular value."""
         return self.log_singular_values[..., 0]
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Tidy table: one row per (batch entry, lag, index) estimate.
+
+        Columns: ``batch_0, ...`` (the batch axes, absent when unbatched), ``lag``,
+        ``index`` (1 = largest), ``log_singular_value`` (a lower bound, clamped at the
+        floor) and ``resolved`` (above the resolution floor ``log_floor``).
+        """
+        axes = {**batch_index_columns(np.shape(self.finite)), "lag": self.lags,
+                "index": range(1, self.log_singular_values.shape[-1] + 1)}
+        resolved = self.log_singular_values > self.log_floor[..., None]
+        return long_table(axes, {"log_singular_value": self.log_singular_values, "resolved": resolved})
+
+    def _headline(self) -> Headline:
+        batch, k = np.shape(self.finite), self.log_singular_values.shape[-1]
+        thresholds = metrics.Thresholds()
+        rate = metrics.fit_rate(self.lags, self.log_sigma_max)
+        horizon = metrics.memory_horizon(self.lags, self.log_sigma_max, thresholds.horizon)
+        verdict = np.vectorize(metrics.verdict_name)(metrics.verdict_code(rate, self.finite, thresholds, horizon))
+        facts = (f"top {k} of n = {self.state_size} singular values (matrix-free lower bounds), {self.direction}, "
+                 f"{lag_range(self.lags)}" + (f", batch {batch}" if batch else ""),)
+        columns = {"log_sigma_max_last_lag": self.log_sigma_max[..., -1], "rate": rate, "horizon": horizon,
+                   "verdict": verdict}
+        return Headline("TopSpectra", facts, batched_table(batch, columns))
 
 
 def _interpolate(lags: np.ndarray, known: np.ndarray, values: jax.Array) -> jax.Array:

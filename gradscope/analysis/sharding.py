@@ -30,9 +30,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gradscope.core import _checks
 from gradscope.analysis import metrics
 from gradscope.core._lapack import lapack_thread_limit
-from gradscope.analysis.comparison import DEFAULT_INITIALIZERS, SpectraResults, labelled_initializers, make_inputs
+from gradscope.analysis.comparison import (
+    DEFAULT_INITIALIZERS,
+    SpectraResults,
+    aggregate_seeds,
+    labelled_initializers,
+    make_inputs,
+)
 from gradscope.core.lags import select_lags
 from gradscope.analysis.spectra import Spectra, spectra_of
+from gradscope.display.headline import Headline
 
 __all__ = ["CONFIG_AXIS", "GridComparison", "compare_grid", "config_mesh"]
 
@@ -40,7 +47,7 @@ CONFIG_AXIS = "config"
 """Name of the mesh axis that the flattened (initializer, gain, seed) grid is sharded over."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class GridComparison(SpectraResults):
     """Spectra of one cell over initializers x gains x seeds.
 
@@ -69,6 +76,12 @@ class GridComparison(SpectraResults):
         inits, gains, seeds = np.meshgrid(np.arange(len(self.labels)), self.gains, self.seeds, indexing="ij")
         return pd.DataFrame({"init": np.asarray(self.labels, dtype=object)[inits].ravel(), "gain": gains.ravel(),
                              "seed": seeds.ravel(), **self.summary().columns()})
+
+    def _headline(self) -> Headline:
+        table = aggregate_seeds(self.to_dataframe(), self.thresholds, keys=("init", "gain"))
+        facts = self._facts(f"{len(self.labels)} initializers x {len(self.gains)} gains x {len(self.seeds)} seeds "
+                            f"on {self.num_devices} device(s)")
+        return Headline("GridComparison", facts, table[["init", "gain", "rate", "rate_std", "horizon", "verdict"]])
 
 
 def config_mesh(devices=None) -> Mesh:

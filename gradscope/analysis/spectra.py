@@ -18,6 +18,7 @@ from gradscope.analysis import metrics
 from gradscope.core import pipeline, ritz
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
+from gradscope.display.headline import Headline, Readable, batch_index_columns, batched_table, lag_range, long_table
 
 __all__ = ["PreparedInputs", "Spectra", "block_indices", "forward_spectra", "jacobian_spectra", "prepare_inputs", "spectra_of"]
 
@@ -27,8 +28,8 @@ __all__ = ["PreparedInputs", "Spectra", "block_indices", "forward_spectra", "jac
     data_fields=["log_singular_values", "log_frobenius", "log_floor", "finite"],
     meta_fields=["lag_values", "direction"],
 )
-@dataclasses.dataclass(frozen=True)
-class Spectra:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Spectra(Readable):
     """Singular values of the Jacobian products at each kept lag (a JAX pytree).
 
     Attributes:
@@ -80,11 +81,36 @@ class Spectra:
         codes = np.asarray(self.summary(thresholds).verdict)
         return np.vectorize(metrics.verdict_name)(codes) if codes.ndim else metrics.verdict_name(codes)
 
-    def _repr_html_(self) -> str:
-        """Jupyter display: summary table and profile figure (see :mod:`gradscope.display`)."""
-        from gradscope.display.reprs import spectra_html
+    def to_dataframe(self, singular_values: bool = False):
+        """Tidy table: one row per (batch entry, lag), or per singular value.
 
-        return spectra_html(self)
+        Args:
+            singular_values: False (default): one row per lag with its metrics. True:
+                one row per singular value.
+
+        Returns:
+            A pandas DataFrame. Leading columns ``batch_0, batch_1, ...`` index the batch
+            axes (absent when unbatched), then ``lag``. Per lag: the
+            :class:`~gradscope.metrics.LagMetrics` fields (``log_sigma_max``,
+            ``log_sigma_min``, ``log_rms``, ``log_condition``, ``isometry_spread``), then
+            ``log_frobenius``, ``log_floor`` and ``finite`` (of the batch entry). Per
+            singular value: ``index`` (1 = largest), ``log_singular_value`` and
+            ``resolved`` (above the resolution floor).
+        """
+        axes = {**batch_index_columns(np.shape(self.finite)), "lag": self.lags}
+        if singular_values:
+            axes["index"] = range(1, self.state_size + 1)
+            return long_table(axes, {"log_singular_value": self.log_singular_values, "resolved": self.resolved})
+        return long_table(axes, {**self.lag_metrics()._asdict(), "log_frobenius": self.log_frobenius,
+                                 "log_floor": self.log_floor, "finite": self.finite})
+
+    def _headline(self) -> Headline:
+        product = "dh_k/dh_0" if self.direction == "forward" else "dh_T/dh_(T-k)"
+        batch = np.shape(self.finite)
+        facts = (f"{self.direction} products {product}, n = {self.state_size}, {lag_range(self.lags)}, "
+                 f"{np.dtype(self.log_singular_values.dtype).name}" + (f", batch {batch}" if batch else ""),)
+        plot = "plot_forward_profile" if self.direction == "forward" else "plot_lag_profile"
+        return Headline("Spectra", facts, batched_table(batch, self.summary().columns()), (plot,))
 
 
 def _cast(tree, dtype):

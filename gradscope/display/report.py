@@ -69,7 +69,10 @@ METRIC_FIELDS = {
     "horizon_min": "smallest horizon over seeds (null = never)",
     "horizon_max": "largest horizon over seeds (null = never)",
     "seeds": "number of seeds",
-    "verdict": "vanishing, stable, exploding or non-finite (from the seed-mean rate and the thresholds)",
+    "verdict": "vanishing, slowly vanishing, stable, exploding or non-finite (from the seed-mean rate, the median "
+               "horizon and the thresholds)",
+    "identical_to": "the other initializers whose spectra are identical bit for bit (the same draws, such as "
+                    "glorot_normal and lecun_normal for a square kernel); empty if none",
 }
 """The columns of ``metrics.csv`` / fields of each ``metrics.json`` record, with their meaning."""
 
@@ -187,8 +190,10 @@ def _notes(comparison: Comparison) -> tuple:
     return (
         "rate: least-squares slope of log sigma_max of dh_T/dh_(T-k) against k (nats per step); "
         "rms_rate: the same for the RMS singular value. Columns ending in _std are spreads over seeds.",
-        f"verdict: vanishing if rate < {thresholds.vanishing:g}, exploding if rate > {thresholds.exploding:g}, "
-        "otherwise stable; non-finite if the states or products overflowed.",
+        f"verdict: vanishing if rate < {thresholds.vanishing:g} and sigma_max falls below {thresholds.horizon:g} "
+        f"within the analysed lags, slowly vanishing if rate < {thresholds.vanishing:g} but it does not (horizon "
+        f"beyond T), exploding if rate > {thresholds.exploding:g}, otherwise stable; non-finite if the states or "
+        "products overflowed.",
         f"horizon: the lag at which sigma_max first falls below {thresholds.horizon:g} (median over seeds; "
         "horizon_min/horizon_max give the seed range; inf = never within the analysed lags).",
     )
@@ -346,10 +351,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 def _write_figure(figure: ReportFigure, folder: Path) -> EmbeddedFigure:
-    import matplotlib
-
-    with matplotlib.rc_context({"savefig.dpi": _PNG_DPI}):
-        svg, png = save_figure(figure.figure, folder / "figures" / figure.name, formats=("svg", "png"))
+    svg, png = save_figure(figure.figure, folder / "figures" / figure.name, formats=("svg", "png"), dpi=_PNG_DPI)
     data = png.read_bytes()
     width, height = (round(side * _PAGE_DPI / _PNG_DPI) for side in _png_size(data))
     return EmbeddedFigure(base64.b64encode(data).decode("ascii"), width, height,

@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 
 from gradscope.analysis.comparison import Comparison
 from gradscope.analysis.metrics import LagMetrics, Thresholds
+from gradscope.analysis.profile import Profile
 from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, color, created_figure, look, new_axes
 from gradscope.analysis.spectra import Spectra
 
@@ -50,7 +51,8 @@ METRIC_LABELS = {
 
 _LINESTYLES = ("-", "--", ":", "-.", (0, (1, 3)))
 
-VERDICT_COLORS = {"vanishing": "#0072B2", "stable": "#009E73", "exploding": "#D55E00", "non-finite": "#000000"}
+VERDICT_COLORS = {"vanishing": "#0072B2", "slowly vanishing": "#56B4E9", "stable": "#009E73", "exploding": "#D55E00",
+                  "non-finite": "#000000"}
 """Okabe-Ito colour of each verdict in summary figures."""
 
 _LOG_AXIS_LABEL = "log singular value (nats)"
@@ -77,7 +79,8 @@ def lag_profile_table(result) -> pd.DataFrame:
 
     Args:
         result: a :class:`~gradscope.Comparison` (its ``lag_table()``), a
-            :class:`~gradscope.Spectra` (batch entries become seeds), a mapping
+            :class:`~gradscope.Spectra` (batch entries become seeds), a
+            :class:`~gradscope.profile.Profile` (its ``lag_table()``), a mapping
             ``label -> Spectra``, or such a table itself.
 
     Returns:
@@ -91,6 +94,8 @@ def lag_profile_table(result) -> pd.DataFrame:
         return result.lag_table()
     if isinstance(result, Spectra):
         return _spectra_table(result, "spectra")
+    if isinstance(result, Profile):
+        return result.lag_table()
     if isinstance(result, Mapping):
         return pd.concat([_spectra_table(_as_spectra(s, label), str(label)) for label, s in result.items()],
                          ignore_index=True)
@@ -100,8 +105,8 @@ def lag_profile_table(result) -> pd.DataFrame:
             raise ValueError(f"expected a lag table with columns {list(_TABLE_KEYS)} (Comparison.lag_table()); "
                              f"missing {missing}")
         return result
-    raise TypeError("expected a Comparison, a Spectra, a mapping label -> Spectra or a lag table (DataFrame), "
-                    f"got {type(result).__name__}")
+    raise TypeError("expected a Comparison, a Spectra, a Profile, a mapping label -> Spectra or a lag table "
+                    f"(DataFrame), got {type(result).__name__}")
 
 
 def _as_spectra(value, label) -> Spectra:
@@ -152,24 +157,43 @@ def _chosen_inits(table: pd.DataFrame, metrics: Sequence[str], inits) -> list[st
     return labels
 
 
-def _draw_profiles(ax, table: pd.DataFrame, metrics: Sequence[str], band: str | None, inits) -> list[str]:
-    """Seed-mean lines (colour = init, line style = metric) with seed bands; return the inits drawn."""
+def _legend_texts(labels: Sequence[str], identical: Mapping) -> dict:
+    """Legend text of each label to draw, in order: a label identical to an earlier one is left out
+    (its line would lie exactly under that one), which reads ``"first\n(= second)"``."""
+    texts = {}
+    for label in labels:
+        twins = [other for other in identical.get(label, ()) if other in labels]
+        if not any(twin in texts for twin in twins):
+            texts[label] = f"{label}\n(= {', '.join(twins)})" if twins else label
+    return texts
+
+
+def _draw_profiles(ax, table: pd.DataFrame, metrics: Sequence[str], band: str | None, inits,
+                   identical: Mapping | None = None) -> list[tuple[int, str]]:
+    """Seed-mean lines (colour = init, line style = metric) with seed bands.
+
+    Returns ``(colour index, legend text)`` of each init drawn (``identical``: label -> the
+    labels with identical results, drawn once; see :func:`_legend_texts`).
+    """
     labels = _chosen_inits(table, metrics, inits)
+    texts = _legend_texts(labels, identical or {})
     table = table[table["init"].isin(labels)]
     for j, metric in enumerate(metrics):
         stats = _seed_band(table, metric, band)
         for i, label in enumerate(labels):
+            if label not in texts:
+                continue
             rows = stats[stats["init"] == label]
             ax.plot(rows["lag"].to_numpy(), rows["mean"].to_numpy(), color=color(i),
                     linestyle=_LINESTYLES[j % len(_LINESTYLES)], label=f"{label} {metric}")
             if band is not None and rows["count"].max() > 1:
                 ax.fill_between(rows["lag"].to_numpy(), rows["lower"].to_numpy(), rows["upper"].to_numpy(),
                                 color=color(i), alpha=0.18, linewidth=0, label=f"{label} {metric} band")
-    return labels
+    return [(i, texts[label]) for i, label in enumerate(labels) if label in texts]
 
 
-def _profile_legend(ax, labels, metrics, band, table, unit, extra=()) -> None:
-    handles = [Line2D([], [], color=color(i), label=label) for i, label in enumerate(labels)]
+def _profile_legend(ax, drawn, metrics, band, table, unit, extra=()) -> None:
+    handles = [Line2D([], [], color=color(i), label=text) for i, text in drawn]
     if len(metrics) > 1:
         handles += [Line2D([], [], color="0.35", linestyle=_LINESTYLES[j % len(_LINESTYLES)],
                            label=METRIC_LABELS.get(m, m)) for j, m in enumerate(metrics)]
@@ -185,11 +209,11 @@ def _legend_below(ax, handles, title=None, max_columns: int = 3) -> None:
 
     Outside the axes it can never cover data, however the data fall.
     """
-    longest = max(len(handle.get_label()) for handle in handles)
+    longest = max(len(line) for handle in handles for line in handle.get_label().splitlines())
     columns = min(len(handles), max_columns if longest <= 13 else (2 if longest <= 22 else 1))
     below = mtransforms.offset_copy(ax.transAxes, fig=ax.figure, y=-30, units="points")
     ax.legend(handles=handles, title=title, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-              bbox_transform=below, ncols=columns, frameon=False, title_fontsize=7)
+              bbox_transform=below, ncols=columns, frameon=False, title_fontsize="small")
 
 
 def describe_cell(cell) -> str:
@@ -218,10 +242,13 @@ def plot_lag_profile(result, *, metrics: Sequence[str] = ("log_sigma_max", "log_
     One colour per initializer, one line style per metric; each line is the seed
     mean and the shaded band the seed spread. The left axis is in nats (natural
     log), the right axis labels the same scale as powers of ten. For a
-    :class:`~gradscope.Comparison` the memory-horizon threshold is drawn too.
+    :class:`~gradscope.Comparison` the memory-horizon threshold is drawn too, and
+    initializers with identical spectra (:meth:`~gradscope.Comparison.identical_to`, such
+    as ``glorot_normal`` and ``lecun_normal`` for a square kernel) are drawn once, with
+    a legend entry such as ``"glorot_normal (= lecun_normal)"`` (on two lines).
 
     Args:
-        result: a Comparison, a (batched) Spectra, a mapping ``label -> Spectra``,
+        result: a Comparison, a (batched) Spectra, a Profile, a mapping ``label -> Spectra``,
             or a lag table (see :func:`lag_profile_table`).
         metrics: :class:`~gradscope.metrics.LagMetrics` fields to draw.
         band: ``"minmax"`` (seed min to max), ``"std"`` (mean -/+ one std) or None.
@@ -239,9 +266,10 @@ def plot_lag_profile(result, *, metrics: Sequence[str] = ("log_sigma_max", "log_
     _check_choice("band", band, ("minmax", "std", None))
     _check_choice("xscale", xscale, ("linear", "log"))
     table = lag_profile_table(result)
+    identical = result.identical_to() if isinstance(result, Comparison) else {}
     fig, ax = new_axes(ax, aspect=1.0)
     with look(fig):
-        labels = _draw_profiles(ax, table, metrics, band, inits)
+        labels = _draw_profiles(ax, table, metrics, band, inits, identical)
         extra = []
         if isinstance(result, Comparison):
             extra.append(ax.axhline(np.log(result.thresholds.horizon), color="0.5", linewidth=0.8,
@@ -249,7 +277,7 @@ def plot_lag_profile(result, *, metrics: Sequence[str] = ("log_sigma_max", "log_
         ax.set(xlabel="lag k (steps back from T)", ylabel=_LOG_AXIS_LABEL, xscale=xscale,
                title=title if title is not None else _default_profile_title(result))
         _natural_units_axis(ax)
-        unit = "runs" if isinstance(result, (Spectra, Mapping)) else "seeds"
+        unit = "runs" if isinstance(result, (Spectra, Profile, Mapping)) else "seeds"
         _profile_legend(ax, labels, metrics, band, table, unit, extra)
     return fig
 
@@ -432,8 +460,11 @@ def _density_source(result, init, seed) -> tuple[Spectra, str]:
 # Verdicts across initializers
 # ---------------------------------------------------------------------------------------------
 
-def _horizon_text(value: float) -> str:
-    return "never" if np.isposinf(value) else ("n/a" if np.isnan(value) else f"{value:.0f}")
+def _horizon_text(value: float, longest: int | None) -> str:
+    """A horizon in steps; ``inf`` (never crossed within the analysed lags) reads "> longest lag"."""
+    if np.isposinf(value):
+        return f"> {longest}" if longest is not None else "> T"
+    return "n/a" if np.isnan(value) else f"{value:.0f}"
 
 
 def plot_summary(result, *, metric: str = "rate", thresholds: Thresholds | None = None, ax=None,
@@ -442,8 +473,8 @@ def plot_summary(result, *, metric: str = "rate", thresholds: Thresholds | None 
 
     Each row is one initializer: a dot at the seed-mean rate with a bar of -/+ one
     seed std, the individual seeds as small open circles, the colour of the
-    verdict, and the median memory horizon (in steps; "never" if sigma_max stays
-    above the threshold) as the right-hand tick label.
+    verdict, and the median memory horizon (in steps; "> K" if sigma_max stays
+    above the threshold at every analysed lag, K the longest) as the right-hand tick label.
     Dashed lines mark the verdict thresholds.
 
     Args:
@@ -474,7 +505,8 @@ def plot_summary(result, *, metric: str = "rate", thresholds: Thresholds | None 
                 ax.plot(seeds, np.full(len(seeds), i), "o", markersize=3, markerfacecolor="none",
                         color=verdict_color, alpha=0.6, label=f"{row.init} seeds")
             _mark_unplottable(ax, getattr(row, metric), i, verdict_color)
-        _summary_decorations(ax, table, metric, thresholds, title)
+        longest = int(result.lags.max()) if isinstance(result, Comparison) else None
+        _summary_decorations(ax, table, metric, thresholds, title, longest)
     return fig
 
 
@@ -488,7 +520,7 @@ def _mark_unplottable(ax, value: float, row: int, colour) -> None:
         text, x, align = "\u2190 rate -inf (zero product)", 0.02, "left"
     else:
         text, x, align = "rate +inf \u2192", 0.98, "right"
-    ax.annotate(text, (x, row), xycoords=("axes fraction", "data"), ha=align, va="center", fontsize=7,
+    ax.annotate(text, (x, row), xycoords=("axes fraction", "data"), ha=align, va="center", fontsize="small",
                 color=colour)
 
 
@@ -504,29 +536,28 @@ def _summary_inputs(result, thresholds):
     raise TypeError(f"expected a Comparison or its to_dataframe() table, got {type(result).__name__}")
 
 
-def _summary_decorations(ax, table, metric, thresholds, title) -> None:
+def _summary_decorations(ax, table, metric, thresholds, title, longest=None) -> None:
     ax.set_yticks(range(len(table)), list(table["init"]))
     ax.set_ylim(len(table) - 0.5, -0.5)
     horizons = ax.secondary_yaxis("right")
-    horizons.set_yticks(range(len(table)), [_horizon_text(h) for h in table["horizon"]])
+    horizons.set_yticks(range(len(table)), [_horizon_text(h, longest) for h in table["horizon"]])
     horizons.set_ylabel("memory horizon (steps)")
     if thresholds is not None:
         for value in sorted({thresholds.vanishing, thresholds.exploding}):
             ax.axvline(value, color="0.5", linewidth=0.8, linestyle="--", label=f"threshold {value:g}")
     ax.axvline(0.0, color="0.2", linewidth=0.6)
+    quantity = r"$\sigma_{\max}$" if metric == "rate" else r"RMS $\sigma$"
+    ax.set_xlabel(f"growth rate of {quantity} (nats per step)")
+    ax.grid(False, axis="y")  # rows are categories; the x grid follows your rcParams
     verdicts = [v for v in VERDICT_COLORS if v in set(table["verdict"])]
     handles = [Line2D([], [], marker="o", linestyle="", color=VERDICT_COLORS[v], label=v) for v in verdicts]
     _legend_below(ax, handles, title="verdict")
-    quantity = r"$\sigma_{\max}$" if metric == "rate" else r"RMS $\sigma$"
-    ax.set_xlabel(f"growth rate of {quantity} (nats per step)")
-    ax.grid(True, axis="x")
-    ax.grid(False, axis="y")
     ax.set_title(title if title is not None else
                  "Growth rate per initializer\n(dot: seed mean, bar: ± std, circles: seeds)")
 
 
 def figure_grid(count: int, *, columns: int = 3, width: float | None = None, aspect: float = 0.8):
-    """A styled figure with ``count`` axes in a grid (extra cells hidden), for panels of the plots above.
+    """A figure with ``count`` axes in a grid (extra cells hidden), for panels of the plots above.
 
     Args:
         count: number of panels.

@@ -182,17 +182,20 @@ def new_axes(ax=None, width: float = COLUMN_WIDTH, aspect: float = 0.75):
     return fig, fig.add_subplot()
 
 
-def save_figure(fig, path, formats=("png", "svg", "pdf"), dpi: float | None = None) -> list[Path]:
+def save_figure(fig, path, formats=("png", "svg", "pdf"), dpi: float | None = None,
+                bbox_inches: str | None = "tight") -> list[Path]:
     """Write ``fig`` as ``path`` with each suffix in ``formats``; return the files written.
 
-    Files are cropped to the drawn content (``bbox_inches="tight"``); SVG keeps its text
+    Files are cropped to the drawn content (unless ``bbox_inches=None``); SVG keeps its text
     as text and PDF embeds TrueType fonts, so both stay editable.
 
     Args:
         fig: a matplotlib Figure.
         path: a stem (``"figures/profile"``) or a file name whose suffix is replaced.
         formats: the file formats to write.
-        dpi: resolution of raster formats; default the figure's own (150 for gradscope's figures).
+        dpi: resolution of raster formats; default your ``savefig.dpi`` setting (matplotlib's
+            default ``"figure"``: the figure's own dpi, 150 for gradscope's figures).
+        bbox_inches: ``"tight"`` crops to the drawn content; ``None`` keeps the figure size.
 
     Returns:
         The paths written, one per format.
@@ -204,6 +207,6 @@ def save_figure(fig, path, formats=("png", "svg", "pdf"), dpi: float | None = No
     for fmt in formats:
         target = stem.with_suffix(f".{fmt}")
         with mpl.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):  # read while writing, then restored
-            fig.savefig(target, format=fmt, dpi=dpi or "figure", bbox_inches="tight")
+            fig.savefig(target, format=fmt, dpi=dpi, bbox_inches=bbox_inches)
         written.append(target)
     return written

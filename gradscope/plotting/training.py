@@ -51,7 +51,7 @@ def _experiment_table(result, success_ratio):
 def plot_horizon_prediction(result, *, success_ratio: float | None = None, ax=None, title: str | None = None):
     """Final loss (relative to the baseline) against the memory horizon at init (relative to the lag).
 
-    One point per run: colour = initializer, marker = lag. A horizon of "never"
+    One point per run: colour = initializer, marker = lag. A horizon beyond T
     (sigma_max above the threshold at every lag) is drawn at the right edge as a
     triangle. Runs right of the vertical line had a horizon reaching the lag;
     runs below the horizontal line learned. Exploding starts (open markers) are
@@ -91,10 +91,10 @@ def plot_horizon_prediction(result, *, success_ratio: float | None = None, ax=No
 
 
 def _never_axis(axis, edge: float) -> None:
-    """Log-axis ticks at 0.1, 0.3, 1, 3, ... and "never" at ``edge``."""
+    """Log-axis ticks at 0.1, 0.3, 1, 3, ... and "beyond T" at ``edge``."""
     ticks = [t for t in (0.1, 0.3, 1.0, 3.0, 10.0, 30.0) if t < edge / 1.5] + [edge]
     axis.set_major_locator(mticker.FixedLocator(ticks))
-    axis.set_major_formatter(mticker.FixedFormatter([f"{t:g}" for t in ticks[:-1]] + ["never"]))
+    axis.set_major_formatter(mticker.FixedFormatter([f"{t:g}" for t in ticks[:-1]] + ["beyond T"]))
     axis.set_minor_formatter(mticker.NullFormatter())
 
 
@@ -109,17 +109,25 @@ def _prediction_legend(ax, inits, lags) -> None:
 def _outcome_stats(table: pd.DataFrame) -> pd.DataFrame:
     """Per (init, lag): median loss ratio and horizon, learned count, runs, majority prediction."""
     grouped = table.groupby(["init", "lag"], sort=False)
+    steps = grouped["num_steps"].max() if "num_steps" in table else np.nan
     return pd.DataFrame({"ratio": grouped["loss_ratio"].median(), "learned": grouped["learned"].sum(),
                          "runs": grouped.size(), "horizon": grouped["horizon_at_init"].median(),
-                         "predicted": grouped["predicted"].mean() >= 0.5}).reset_index()
+                         "predicted": grouped["predicted"].mean() >= 0.5, "num_steps": steps}).reset_index()
+
+
+def _horizon_label(horizon: float, num_steps: float) -> str:
+    """``h=12``, or ``h>T`` (``h>40`` when T is known) for a horizon beyond the analysed lags."""
+    if np.isposinf(horizon):
+        return f"h>{num_steps:.0f}" if np.isfinite(num_steps) else "h>T"
+    return f"h={horizon:.0f}"
 
 
 def plot_outcome_grid(result, *, success_ratio: float | None = None, ax=None, title: str | None = None):
     """Heatmap initializer x lag of the seed-median final loss / baseline, annotated.
 
     Each cell shows the median loss ratio (colour, log scale), how many seeds
-    learned, and the median horizon at init ("never" when sigma_max never fell
-    below the threshold). A frame marks the cells predicted to learn.
+    learned, and the median horizon at init ("h>T" when sigma_max stayed above
+    the threshold at every analysed lag). A frame marks the cells predicted to learn.
 
     Args:
         result: a :class:`~gradscope.training.HorizonExperiment` or its table.
@@ -140,8 +148,8 @@ def plot_outcome_grid(result, *, success_ratio: float | None = None, ax=None, ti
         image = ax.imshow(grid, cmap="viridis_r", norm=norm, aspect="auto")
         for row in stats.itertuples(index=False):
             i, j = inits.index(row.init), lags.index(row.lag)
-            horizon = "never" if np.isposinf(row.horizon) else f"{row.horizon:.0f}"
-            ax.text(j, i, f"{row.learned}/{row.runs}\nh={horizon}", ha="center", va="center", fontsize=6,
+            label = f"{row.learned}/{row.runs}\n{_horizon_label(row.horizon, row.num_steps)}"
+            ax.text(j, i, label, ha="center", va="center", fontsize=6,
                     color="white" if row.ratio < np.sqrt(norm.vmin * norm.vmax) else "black")
             if row.predicted:
                 ax.add_patch(plt.Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, edgecolor="#D55E00",
@@ -283,7 +291,7 @@ def plot_hidden_gradients(run, *, init: str | None = None, seed=None, ax=None, t
 def plot_horizon_during_training(run, *, ax=None, title: str | None = None):
     """Memory horizon of the cell at each checkpoint (seed median), one colour per setting.
 
-    A horizon of "never" is drawn at ``T`` (the longest lag analysed) as a triangle.
+    A horizon beyond ``T`` (the longest lag analysed) is drawn at ``T`` as a triangle.
 
     Args:
         run: a :class:`~gradscope.training.TrainingRun`.
@@ -306,7 +314,7 @@ def plot_horizon_during_training(run, *, ax=None, title: str | None = None):
             never = np.isposinf(horizon)
             ax.plot(rows["step"].to_numpy()[never], capped[never], ">", color=color(i), markersize=4)
         ax.axhline(run.task.lag, color="0.4", linestyle="--", linewidth=0.8, label="task lag")
-        ax.set(xlabel="optimizer step", ylabel="memory horizon (steps; ▸ never)", ylim=(0, top * 1.05),
+        ax.set(xlabel="optimizer step", ylabel="memory horizon (steps; ▸ beyond T)", ylim=(0, top * 1.05),
                title=title if title is not None else "Memory horizon during training (seed median)")
         _legend_below(ax)
     return fig

@@ -38,6 +38,7 @@ from gradscope.core import _checks
 from gradscope import initializers
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.analysis.comparison import make_inputs
+from gradscope.display.headline import Headline, Readable, lag_range, long_table
 from gradscope.theory.phase import ScaledStep, draw_seeds, fit_lags, measure_rates
 
 __all__ = ["Calibration", "calibrate"]
@@ -52,8 +53,8 @@ _OVERFLOW_RATE = 10.0
 """Stand-in rate (nats/step) for a run whose states overflowed: it is exploding."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Calibration:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Calibration(Readable):
     """The critical gain of a cell and initializer family, with its uncertainty.
 
     Attributes:
@@ -91,10 +92,27 @@ class Calibration:
         return (f"{self.initializer}: critical gain {self.gain:.4g} ({self.gain_low:.4g}-{self.gain_high:.4g}, "
                 f"±1 s.e. over {len(self.seeds)} seeds) for {self.which}")
 
-    def to_dataframe(self) -> pd.DataFrame:
-        """Every evaluation: gain, mean and std of the rate over seeds."""
+    def to_dataframe(self, per_seed: bool = False) -> pd.DataFrame:
+        """Every evaluation, in the order made: its gain and the rate over seeds.
+
+        Args:
+            per_seed: False (default): one row per evaluation with ``gain``, ``rate`` (seed
+                mean) and ``rate_std`` (population std over seeds). True: one row per
+                (evaluation, seed) with ``evaluation`` (its index), ``seed``, ``gain`` and
+                ``rate`` (NaN where the run overflowed).
+        """
+        if per_seed:
+            return long_table({"evaluation": range(len(self.gains)), "seed": self.seeds},
+                              {"gain": self.gains, "rate": self.rates})
         return pd.DataFrame({"gain": self.gains, "rate": self.rates.mean(axis=-1),
                              "rate_std": self.rates.std(axis=-1)})
+
+    def _headline(self) -> Headline:
+        facts = (self.describe(),
+                 f"T = {self.num_steps}, rate fitted on {lag_range(self.lags)}, {len(self.gains)} evaluations, "
+                 f"slope {self.slope:.4g} per unit log gain")
+        return Headline("Calibration", facts, {"seed": self.seeds, "seed_gain": self.seed_gains},
+                        ("plot_calibration",))
 
 
 @lapack_thread_limit

@@ -31,6 +31,7 @@ from gradscope.cells import classic as cells
 from gradscope.theory import meanfield as theory
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.analysis.spectra import spectra_of
+from gradscope.display.headline import Headline, Readable, lag_range, long_table
 
 __all__ = [
     "FAMILIES",
@@ -207,8 +208,8 @@ def _grid_rates(step, lags, untied, chunk_size, seeds: SeedData, points):
 _grid_rates_jit = lapack_thread_limit(jax.jit(_grid_rates, static_argnums=(0, 1, 2, 3)))
 
 
-@dataclasses.dataclass(frozen=True)
-class PhaseDiagram:
+@dataclasses.dataclass(frozen=True, repr=False)
+class PhaseDiagram(Readable):
     """Measured growth rates over a (sigma_w, sigma_b, input scale) grid, with mean-field theory.
 
     Attributes:
@@ -252,8 +253,21 @@ class PhaseDiagram:
         """Seed standard deviation ``[S, B, W]`` of ``"rms_rate"`` or ``"rate"``."""
         return _nan_reduce(np.nanstd, self._measured(which))
 
-    def to_dataframe(self) -> pd.DataFrame:
-        """Long table: one row per (input_scale, sigma_b, sigma_w) with seed means, stds and theory."""
+    def to_dataframe(self, per_seed: bool = False) -> pd.DataFrame:
+        """Long table: one row per grid point (input_scale, sigma_b, sigma_w), or per (grid point, seed).
+
+        Args:
+            per_seed: False (default): ``input_scale``, ``sigma_b``, ``sigma_w``, the seed
+                mean and std of ``rate`` and ``rms_rate`` (``rate_std``, ``rms_rate_std``)
+                and ``theory_rms_rate`` (NaN without theory). True: one row per seed with
+                ``seed``, ``rate``, ``rms_rate``, ``finite`` and ``theory_rms_rate``.
+        """
+        if per_seed:
+            axes = {"input_scale": self.input_scale, "sigma_b": self.sigma_b, "sigma_w": self.sigma_w,
+                    "seed": self.seeds}
+            theory_rate = np.nan if self.theory_rms_rate is None else self.theory_rms_rate
+            return long_table(axes, {"rate": self.rate, "rms_rate": self.rms_rate, "finite": self.finite,
+                                     "theory_rms_rate": theory_rate})
         s, b, w = np.meshgrid(self.input_scale, self.sigma_b, self.sigma_w, indexing="ij")
         columns = {"input_scale": s.ravel(), "sigma_b": b.ravel(), "sigma_w": w.ravel()}
         for which in ("rate", "rms_rate"):
@@ -262,6 +276,25 @@ class PhaseDiagram:
         theory_rate = np.full(s.shape, np.nan) if self.theory_rms_rate is None else self.theory_rms_rate
         columns["theory_rms_rate"] = theory_rate.ravel()
         return pd.DataFrame(columns)
+
+    def _headline(self) -> Headline:
+        facts = (f"{self.cell!r}, {self.recurrent} weights{', untied' if self.untied else ''}, T = {self.num_steps}, "
+                 f"rates fitted on {lag_range(self.lags)}",
+                 f"grid: {self.sigma_w.size} sigma_w ({self.sigma_w.min():g}..{self.sigma_w.max():g}) x "
+                 f"{self.sigma_b.size} sigma_b x {self.input_scale.size} input scales, {len(self.seeds)} seeds; "
+                 "table: seed-mean rms_rate at some sigma_w")
+        return Headline("PhaseDiagram", facts, self._rate_pivot(), ("plot_phase_diagram",))
+
+    def _rate_pivot(self, columns: int = 6) -> dict:
+        """Seed-mean rms_rate, rows (input_scale, sigma_b), at up to ``columns`` evenly picked sigma_w."""
+        picked = np.unique(np.linspace(0, self.sigma_w.size - 1, min(columns, self.sigma_w.size)).round().astype(int))
+        s, b = np.meshgrid(self.input_scale, self.sigma_b, indexing="ij")
+        table = {"input_scale": s.ravel(), "sigma_b": b.ravel()}
+        mean = self.mean("rms_rate")
+        table.update({f"w={self.sigma_w[i]:.3g}": mean[..., i].ravel() for i in picked})
+        if self.critical_sigma_w is not None:
+            table["critical_sigma_w (theory)"] = np.asarray(self.critical_sigma_w).ravel()
+        return table
 
     def _measured(self, which: str) -> np.ndarray:
         if which not in ("rate", "rms_rate"):

@@ -62,6 +62,7 @@ from gradscope.core._lapack import lapack_thread_limit
 from gradscope.analysis.comparison import labelled_initializers
 from gradscope.core.lags import select_lags
 from gradscope.analysis.spectra import Spectra, spectra_of
+from gradscope.display.headline import Headline, Readable
 
 __all__ = [
     "AddingProblem",
@@ -586,8 +587,8 @@ def _warn_diverged(run: TrainingRun) -> None:
 # Results
 # ---------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class TrainingRun:
+@dataclasses.dataclass(frozen=True, repr=False)
+class TrainingRun(Readable):
     """Everything recorded while training one model per (setting, seed).
 
     Attributes:
@@ -661,6 +662,20 @@ class TrainingRun:
             "diverged": ~np.isfinite(np.asarray(self.record.loss)).all(axis=-1).ravel(),
         })
 
+    def _headline(self) -> Headline:
+        config, task = self.config, self.task
+        facts = (f"{task.name} task (lag {task.lag}, T = {task.num_steps}, baseline loss {task.baseline:.4g}), "
+                 f"{self.cell!r}",
+                 f"{config.num_steps} {config.optimizer} steps at learning rate {config.learning_rate:g}, batch "
+                 f"{config.batch_size}, {len(self.labels)} settings x {len(self.seeds)} seeds; table: seed medians")
+        grouped = self.to_dataframe().groupby("init", sort=False)
+        table = grouped.agg(horizon_at_init=("horizon_at_init", "median"), final_loss=("final_loss", "median"),
+                            loss_ratio=("loss_ratio", "median"), diverged=("diverged", "sum")).reset_index()
+        table.insert(2, "verdict_at_init", list(grouped["verdict_at_init"].agg(lambda v: "/".join(dict.fromkeys(v)))))
+        if any(c is not None for c in self.clip_norms):
+            table.insert(1, "clip_norm", [np.nan if c is None else c for c in self.clip_norms])
+        return Headline("TrainingRun", facts, table, ("plot_training_curves",))
+
     def curves_table(self) -> pd.DataFrame:
         """Long table, one row per (setting, seed, step): the :class:`StepRecord` fields."""
         shape = np.shape(self.record.loss)
@@ -696,8 +711,8 @@ class TrainingRun:
 # Does the horizon at initialization predict learning?
 # ---------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class HorizonExperiment:
+@dataclasses.dataclass(frozen=True, repr=False)
+class HorizonExperiment(Readable):
     """Training runs at several lags, and whether the horizon at init predicted their outcome.
 
     A run is *predicted* to learn when, at initialization, its memory horizon
@@ -725,7 +740,7 @@ class HorizonExperiment:
             table.insert(0, "num_steps", run.task.num_steps)
             table.insert(0, "lag", lag)
             table["predicted"] = (table["horizon_at_init"] >= lag) & table["verdict_at_init"].isin(
-                ["vanishing", "stable"])
+                ["vanishing", "slowly vanishing", "stable"])
             table["learned"] = table["loss_ratio"] <= self.success_ratio
             table["agree"] = table["predicted"] == table["learned"]
             tables.append(table)
@@ -741,6 +756,16 @@ class HorizonExperiment:
     def agreement(self) -> float:
         """Fraction of runs where the prediction matched the outcome."""
         return float(self.to_dataframe()["agree"].mean())
+
+    def _headline(self) -> Headline:
+        table = self.to_dataframe()
+        facts = (f"{self.runs[0].task.name} task at lags {list(self.lags)}, {self.runs[0].cell!r}; learned: final "
+                 f"loss <= {self.success_ratio:g} x baseline",
+                 f"the horizon at init predicted the outcome of {int(table['agree'].sum())} of {len(table)} runs "
+                 f"({self.agreement():.0%})")
+        outcome = self.outcome_table()
+        outcome.columns = [f"lag {lag}" for lag in outcome.columns]
+        return Headline("HorizonExperiment", facts, outcome.reset_index(), ("plot_outcome_grid",))
 
 
 def horizon_experiment(cell, task: str = "adding", lags=(5, 10, 20), initializers=EXPERIMENT_INITIALIZERS, *,
