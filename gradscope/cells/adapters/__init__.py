@@ -32,5 +32,8 @@ or ``pip install gradscope[equinox]``.
 from gradscope.cells.adapters.base import AdaptedCell
 from gradscope.cells.adapters.equinox import EquinoxCell, from_equinox
 from gradscope.cells.adapters.flax import LinenCell, NNXCell, from_flax
+from gradscope.cells.adapters.keras import KerasCell, from_keras
+from gradscope.cells.adapters.torch import TorchBidirectional, TorchCell, from_torch
 
-__all__ = ["AdaptedCell", "EquinoxCell", "LinenCell", "NNXCell", "from_equinox", "from_flax"]
+__all__ = ["AdaptedCell", "EquinoxCell", "KerasCell", "LinenCell", "NNXCell", "TorchBidirectional", "TorchCell",
+           "from_equinox", "from_flax", "from_keras", "from_torch"]
