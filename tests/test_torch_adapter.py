@@ -261,3 +261,64 @@ def test_each_direction_of_a_bidirectional_stack_equals_torch_autograd(direction
         result = gradscope.jacobian_spectra(cell, adapted.params, cell.inputs(x))
         reference = np.stack([_bidirectional_reference(module, x, direction, k) for k in range(1, NUM_STEPS + 1)])
         _assert_spectra_match(result, reference)
+
+
+def test_params_are_a_snapshot_and_params_of_rereads_the_module():
+    module = _module("lstm_2layers_batch_first", torch.float32)
+    adapted = cells.from_torch(module)
+    before = np.array(adapted.params["weight_hh_l1"])
+    with torch.no_grad():
+        module.weight_hh_l1.mul_(2.0)  # in place, as an optimizer step does
+    np.testing.assert_array_equal(np.asarray(adapted.params["weight_hh_l1"]), before)
+    np.testing.assert_array_equal(np.asarray(adapted.params_of()["weight_hh_l1"]), 2.0 * before)
+    other = _module("lstm_2layers_batch_first", torch.float32, seed=7)
+    np.testing.assert_array_equal(np.asarray(adapted.params_of(other)["weight_ih_l0"]),
+                                  other.weight_ih_l0.detach().numpy())
+    with pytest.raises(ValueError, match="architecture"):
+        adapted.params_of(_module("gru_2layers", torch.float32))
+    assert sorted(adapted.params) == sorted(name for name, _ in module.named_parameters())
+
+
+def test_init_redraws_each_gate_block_in_pytorch_layout():
+    adapted = cells.from_torch(_module("lstm_proj_bidirectional_2layers", torch.float32))
+    params = adapted.forward.init(jax.random.key(0), recurrent_init="orthogonal", bias_init="zeros")
+    assert {k: v.shape for k, v in params.items()} == {k: v.shape for k, v in adapted.params.items()}
+    weight = np.asarray(params["weight_hh_l1_reverse"])  # (4 H, P): PyTorch computes W h
+    for j in range(4):
+        block = weight[j * HIDDEN:(j + 1) * HIDDEN]  # (H, P) with H > P: orthonormal columns
+        np.testing.assert_allclose(block.T @ block, np.eye(PROJ), atol=1e-5)
+    assert np.all(np.asarray(params["bias_ih_l0"]) == 0)
+    comparison = gradscope.compare(cells.from_torch(_module("gru_2layers", torch.float32)), ["orthogonal"],
+                                   seeds=1, num_steps=6, progress=False)
+    assert np.all(np.isfinite(np.asarray(comparison.spectra.log_singular_values)))
+
+
+class _Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.GRU(INPUT, HIDDEN)
+        self.head = nn.Linear(HIDDEN, 1)
+
+
+class _OwnForward(nn.LSTM):
+    def forward(self, x, state=None):
+        return super().forward(2 * x, state)
+
+
+def test_wrong_objects_are_refused_with_the_fix(monkeypatch):
+    with pytest.raises(TypeError, match=r"contains encoder \(GRU\).*from_torch\(model.encoder\)"):
+        cells.from_torch(_Model())
+    with pytest.raises(TypeError, match="overrides forward"):
+        cells.from_torch(_OwnForward(INPUT, HIDDEN))
+    with pytest.raises(TypeError, match="nn.RNN, LSTM, GRU"):
+        cells.from_torch(nn.Linear(2, 2))
+    adapted = cells.from_torch(_module("lstm", torch.float32))
+    with pytest.raises(ValueError, match=r"3 features on the last axis"):
+        adapted.inputs(torch.zeros(NUM_STEPS, INPUT + 1))
+    bidirectional = cells.from_torch(_module("lstm_proj_bidirectional_2layers", torch.float32))
+    with pytest.raises(ValueError, match=r"expected xs with shape \(\.\.\., T, input_size\)=\(\.\.\., T, 5\)"):
+        gradscope.jacobian_spectra(bidirectional.forward, bidirectional.params,
+                                   jnp.zeros((NUM_STEPS, INPUT)))  # forgot .inputs(x)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"pip install gradscope\[torch\]"):
+        cells.from_torch(object())

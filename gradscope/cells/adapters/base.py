@@ -34,14 +34,15 @@ def _like(new, old):
 
 
 def _as_jax(x) -> jax.Array:
-    """A tensor (PyTorch, any Keras backend) or array as a JAX array; float64 stays float64
-    when JAX's 64-bit mode is on, every other float becomes float32."""
+    """A tensor (PyTorch, any Keras backend) or array as a new JAX array (a copy); float64
+    stays float64 when JAX's 64-bit mode is on, every other float becomes float32."""
     if hasattr(x, "detach"):  # a torch.Tensor
         x = x.detach().cpu()
         x = x.double() if str(x.dtype) == "torch.float64" else x.float()
     x = np.asarray(x)
     wide = x.dtype == np.float64 and jax.config.jax_enable_x64
-    return jnp.asarray(x, jnp.float64 if wide else jnp.float32)
+    # a copy: jnp.asarray may share the tensor's memory, which the framework updates in place as it trains
+    return jnp.array(x, jnp.float64 if wide else jnp.float32, copy=True)
 
 
 def _path_names(path) -> list[str]:
@@ -55,12 +56,15 @@ def _path_names(path) -> list[str]:
 
 
 def _hashable(value):
-    """``value`` itself, or for a pytree holding arrays its structure and the arrays' bytes."""
-    leaves, treedef = jax.tree_util.tree_flatten(value)
-    if not any(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves):
+    """``value`` itself if hashable, else its pytree structure with each array leaf as its bytes."""
+    try:
+        hash(value)
         return value
-    arrays = [np.asarray(leaf) for leaf in leaves]
-    return treedef, tuple((a.shape, a.dtype.str, a.tobytes()) for a in arrays)
+    except TypeError:
+        pass
+    leaves, treedef = jax.tree_util.tree_flatten(value)
+    arrays = [np.asarray(leaf) if isinstance(leaf, (jax.Array, np.ndarray)) else None for leaf in leaves]
+    return treedef, tuple(leaf if a is None else (a.shape, a.dtype.str, a.tobytes()) for leaf, a in zip(leaves, arrays))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
