@@ -195,3 +195,11 @@ def test_wrong_layers_are_refused_with_the_fix():
         from_keras(layer)
     with pytest.raises(ValueError, match="3 features on the last axis"):
         from_keras(_layer("lstm")).inputs(np.zeros((NUM_STEPS, INPUT + 1)))
+
+
+def test_keras_facts_the_docs_state():
+    """recurrent_activation defaults to sigmoid; a reset_after GRU has a (2, 3 units) bias."""
+    assert keras.layers.LSTM(UNITS).cell.recurrent_activation is keras.activations.sigmoid
+    assert keras.layers.GRU(UNITS).cell.recurrent_activation is keras.activations.sigmoid
+    assert tuple(_layer("gru_reset_after").cell.bias.shape) == (2, 3 * UNITS)
+    assert tuple(_layer("gru_reset_before_relu").cell.bias.shape) == (3 * UNITS,)

@@ -322,3 +322,24 @@ def test_wrong_objects_are_refused_with_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"pip install gradscope\[torch\]"):
         cells.from_torch(object())
+
+
+def test_pytorch_facts_the_docs_state():
+    """Two bias vectors that add (a forget bias of 1 in each acts as 2), and the default
+    initialization U(-1/sqrt(hidden), 1/sqrt(hidden)) of every weight and bias."""
+    cell = nn.LSTMCell(INPUT, HIDDEN).double()
+    bound = 1 / np.sqrt(HIDDEN)
+    assert all(float(p.abs().max()) <= bound for p in cell.parameters())
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.zero_()
+        cell.bias_ih[HIDDEN:2 * HIDDEN] = 1.0  # gate order i, f, g, o: the forget block
+        cell.bias_hh[HIDDEN:2 * HIDDEN] = 1.0
+    ones = torch.ones(1, HIDDEN, dtype=torch.float64)
+    _, c = cell(torch.zeros(1, INPUT, dtype=torch.float64), (ones, ones))
+    np.testing.assert_allclose(c.detach().numpy(), 1 / (1 + np.exp(-2.0)), rtol=1e-12)
+    with jax.enable_x64(True):
+        adapted = cells.from_torch(cell)
+        state = adapted.step(adapted.params, adapted.initial_state(jnp.float64)._replace(c=jnp.ones(HIDDEN)),
+                             jnp.zeros(INPUT))
+        np.testing.assert_allclose(np.asarray(state.c), c.detach().numpy()[0], rtol=1e-12)
