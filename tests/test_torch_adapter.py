@@ -319,6 +319,8 @@ def test_wrong_objects_are_refused_with_the_fix(monkeypatch):
     with pytest.raises(ValueError, match=r"expected xs with shape \(\.\.\., T, input_size\)=\(\.\.\., T, 5\)"):
         gradscope.jacobian_spectra(bidirectional.forward, bidirectional.params,
                                    jnp.zeros((NUM_STEPS, INPUT)))  # forgot .inputs(x)
+    with pytest.raises(TypeError, match=r"analyse each direction on its own"):
+        gradscope.jacobian_spectra(bidirectional, bidirectional.params, jnp.zeros((NUM_STEPS, INPUT)))
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"pip install gradscope\[torch\]"):
         cells.from_torch(object())
