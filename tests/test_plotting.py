@@ -250,24 +250,3 @@ def test_summary_says_where_a_rate_cannot_be_drawn(comparison):
     ax = plotting.plot_summary(table).axes[0]
     notes = {text.get_text(): text.xy[1] for text in ax.texts}
     assert notes == {"\u2190 rate -inf (zero product)": 0, "no rate (overflow, or < 2 lags)": 1}
-
-
-def test_style_leaves_the_interactive_mode_a_backend_switched_on():
-    """Jupyter's inline backend turns interactive mode on when the session's first figure is made;
-    if that happens inside style(), restoring it (as a bare rc_context does) hid every later figure."""
-    before = matplotlib.is_interactive()
-    try:
-        matplotlib.interactive(False)
-        with plotting.style():
-            matplotlib.interactive(True)  # what the backend does at the first figure
-        assert matplotlib.is_interactive()
-        font = plt.rcParams["font.size"]
-        with plotting.style():
-            assert plt.rcParams["font.size"] == 8
-        assert matplotlib.is_interactive() and plt.rcParams["font.size"] == font  # the rest is restored
-        matplotlib.interactive(False)
-        with plotting.style():
-            pass
-        assert not matplotlib.is_interactive()
-    finally:
-        matplotlib.interactive(before)

@@ -49,22 +49,9 @@ def color(index: int) -> str:
 
 @contextlib.contextmanager
 def style():
-    """Context manager applying gradscope's rc settings to the figures made inside it.
-
-    Only those settings: the interactive mode is left as it is at the end of the block.
-    (A plain ``rc_context`` would restore it too, undoing what Jupyter's inline backend
-    switches on when the session's first figure is made inside the block, so that no later
-    figure of the session showed.)
-    """
-    interactive = mpl.is_interactive()
-    try:
-        with mpl.rc_context(_RC):
-            try:
-                yield
-            finally:
-                interactive = mpl.is_interactive()
-    finally:
-        mpl.interactive(interactive)
+    """Context manager applying gradscope's rc settings to the figures made inside it."""
+    with mpl.rc_context(_RC):
+        yield
 
 
 def new_axes(ax=None, width: float = COLUMN_WIDTH, aspect: float = 0.75):
