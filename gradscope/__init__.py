@@ -63,6 +63,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "forward_spectra": ("gradscope.analysis.spectra", "forward_spectra"),
     "from_equinox": ("gradscope.cells.adapters.equinox", "from_equinox"),
     "from_flax": ("gradscope.cells.adapters.flax", "from_flax"),
+    "from_keras": ("gradscope.cells.adapters.keras", "from_keras"),
+    "from_torch": ("gradscope.cells.adapters.torch", "from_torch"),
     "jacobian_spectra": ("gradscope.analysis.spectra", "jacobian_spectra"),
     "select_lags": ("gradscope.core.lags", "select_lags"),
 }
@@ -93,7 +95,7 @@ if TYPE_CHECKING:  # what static tools see; at run time the names above load on 
     from gradscope.analysis.metrics import Thresholds
     from gradscope.analysis.spectra import Spectra, forward_spectra, jacobian_spectra
     from gradscope.cells import adapters
-    from gradscope.cells.adapters import from_equinox, from_flax
+    from gradscope.cells.adapters import from_equinox, from_flax, from_keras, from_torch
     from gradscope.cells.classic import GRU, LSTM, LayerNormLSTM, VanillaRNN
     from gradscope.core import engine, lags, pipeline
     from gradscope.core._checks import NumericalOverflowError

@@ -1,7 +1,7 @@
 """What gradscope analyses: recurrent cells and adapters for other libraries' cells.
 
 * :mod:`gradscope.cells.classic`: vanilla RNN, LSTM, layer-norm LSTM, GRU.
-* :mod:`gradscope.cells.adapters`: Flax and Equinox cells behind the same interface.
+* :mod:`gradscope.cells.adapters`: Flax, Equinox, PyTorch and Keras layers behind the same interface.
 
 Every cell follows one contract: ``init(key, ...) -> params``,
 ``step(params, h, x) -> h_next`` and ``initial_state(dtype) -> h0``. Any plain
@@ -10,7 +10,7 @@ cell does. This namespace only re-exports.
 """
 
 from gradscope.cells import adapters
-from gradscope.cells.adapters import from_equinox, from_flax
+from gradscope.cells.adapters import from_equinox, from_flax, from_keras, from_torch
 from gradscope.cells.classic import (ACTIVATIONS, GRU, LSTM, GRUParams, LayerNormLSTM, LayerNormLSTMParams, LSTMParams,
                                      LSTMState, VanillaParams, VanillaRNN, get_activation, layer_norm)
 
@@ -28,6 +28,8 @@ __all__ = [
     "adapters",
     "from_equinox",
     "from_flax",
+    "from_keras",
+    "from_torch",
     "get_activation",
     "layer_norm",
 ]

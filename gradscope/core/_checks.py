@@ -101,8 +101,11 @@ def resolve_step(cell_or_step):
         return cell_step(cell_or_step), cell_or_step.initial_state, getattr(cell_or_step, "input_size", None)
     if callable(cell_or_step):
         return cell_or_step, None, None
+    hint = ("; it has .directions: analyse each direction on its own, e.g. "
+            "jacobian_spectra(adapted.forward, adapted.params, adapted.forward.inputs(x))"
+            if hasattr(cell_or_step, "directions") else "")
     raise TypeError("expected a gradscope cell (with .step and .initial_state) or a callable "
-                    f"step(params, h, x) -> h_next, got {type(cell_or_step).__name__}")
+                    f"step(params, h, x) -> h_next, got {type(cell_or_step).__name__}{hint}")
 
 
 def check_state_structure(step, params, h0, x0) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradscope import initializers
 
@@ -32,6 +33,18 @@ def _like(new, old):
     return jax.tree_util.tree_map(lambda a, b: a.astype(jnp.result_type(b)), new, old)
 
 
+def _as_jax(x) -> jax.Array:
+    """A tensor (PyTorch, any Keras backend) or array as a new JAX array (a copy); float64
+    stays float64 when JAX's 64-bit mode is on, every other float becomes float32."""
+    if hasattr(x, "detach"):  # a torch.Tensor
+        x = x.detach().cpu()
+        x = x.double() if str(x.dtype) == "torch.float64" else x.float()
+    x = np.asarray(x)
+    wide = x.dtype == np.float64 and jax.config.jax_enable_x64
+    # a copy: jnp.asarray may share the tensor's memory, which the framework updates in place as it trains
+    return jnp.array(x, jnp.float64 if wide else jnp.float32, copy=True)
+
+
 def _path_names(path) -> list[str]:
     names = []
     for entry in path:
@@ -40,6 +53,18 @@ def _path_names(path) -> list[str]:
                 names.append(str(getattr(entry, attribute)))
                 break
     return [name for name in names if name not in ("params", "value")]
+
+
+def _hashable(value):
+    """``value`` itself if hashable, else its pytree structure with each array leaf as its bytes."""
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        pass
+    leaves, treedef = jax.tree_util.tree_flatten(value)
+    arrays = [np.asarray(leaf) if isinstance(leaf, (jax.Array, np.ndarray)) else None for leaf in leaves]
+    return treedef, tuple(leaf if a is None else (a.shape, a.dtype.str, a.tobytes()) for leaf, a in zip(leaves, arrays))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -65,6 +90,17 @@ class AdaptedCell:
     carry_names: tuple
 
     library = "?"
+
+    def _static_key(self) -> tuple:
+        """What ``step`` depends on besides ``params``: every field but ``module`` and ``params``."""
+        return tuple(_hashable(getattr(self, field.name)) for field in dataclasses.fields(self)
+                     if field.name not in ("module", "params"))
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self._static_key() == other._static_key()
+
+    def __hash__(self):
+        return hash((type(self), self._static_key()))
 
     def step(self, params, h, x):
         """One step of the wrapped cell: the new carry (its output ``y`` is dropped)."""

@@ -42,6 +42,10 @@ class LinenCell(_FlaxCell):
 
     library = "flax.linen"
 
+    def _static_key(self) -> tuple:
+        """Linen modules are dataclasses that compare by their fields: the module is the architecture."""
+        return (self.module, *super()._static_key())
+
     def step(self, params, h, x):
         """``carry, _ = cell.apply(params, carry, x)``; a bare params tree is wrapped as ``{"params": ...}``."""
         variables = params if isinstance(params, Mapping) and "params" in params else {"params": params}
