@@ -58,6 +58,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Thresholds": ("gradscope.analysis.metrics", "Thresholds"),
     "VanillaRNN": ("gradscope.cells.classic", "VanillaRNN"),
     "compare": ("gradscope.analysis.comparison", "compare"),
+    "diagnose": ("gradscope.analysis.diagnose", "diagnose"),
+    "Diagnosis": ("gradscope.analysis.diagnose", "Diagnosis"),
     "forward_spectra": ("gradscope.analysis.spectra", "forward_spectra"),
     "from_equinox": ("gradscope.cells.adapters.equinox", "from_equinox"),
     "from_flax": ("gradscope.cells.adapters.flax", "from_flax"),
@@ -88,6 +90,7 @@ if TYPE_CHECKING:  # what static tools see; at run time the names above load on 
     from gradscope import analysis, cells, cli, core, display, initializers, plotting, theory, training
     from gradscope.analysis import comparison, lyapunov, metrics, profile, sharding, spectra
     from gradscope.analysis.comparison import Comparison, compare
+    from gradscope.analysis.diagnose import Diagnosis, diagnose
     from gradscope.analysis.metrics import Thresholds
     from gradscope.analysis.spectra import Spectra, forward_spectra, jacobian_spectra
     from gradscope.cells import adapters

@@ -19,7 +19,8 @@ from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
 from gradscope.analysis.spectra import Spectra, spectra_of
 
-__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "compare", "labelled_initializers", "make_inputs"]
+__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "aggregate_runs", "compare", "labelled_initializers",
+           "make_inputs"]
 
 DEFAULT_INITIALIZERS = ("orthogonal", "glorot_normal", "he_normal", "lecun_normal", "identity", "normal")
 """What :func:`compare` compares when no initializers are given (``normal`` has stddev 1)."""
@@ -77,7 +78,7 @@ class Comparison(SpectraResults):
         (``"non-finite"`` if any seed overflowed).
         """
         table = self._per_seed_table()
-        return table if per_seed else _aggregate_seeds(table, self.thresholds)
+        return table if per_seed else aggregate_runs(table, self.thresholds)
 
     def lag_table(self) -> pd.DataFrame:
         """Long table: one row per (init, seed, lag) with every per-lag metric."""
@@ -101,14 +102,30 @@ class Comparison(SpectraResults):
                              **self.summary().columns()})
 
 
-def _aggregate_seeds(table: pd.DataFrame, thresholds: metrics.Thresholds) -> pd.DataFrame:
-    grouped = table.groupby("init", sort=False)
+def aggregate_runs(table: pd.DataFrame, thresholds: metrics.Thresholds, by="init", count: str = "seeds",
+                   means=()) -> pd.DataFrame:
+    """One row per group of runs (seeds, sequences): rate statistics and the verdict of the mean rate.
+
+    Args:
+        table: one row per run with columns ``by``, rate, rms_rate, horizon and verdict.
+        thresholds: the verdict thresholds.
+        by: the column(s) naming a group (kept in their order of appearance).
+        count: name of the column counting each group's runs.
+        means: further columns to average over each group.
+
+    Returns:
+        The mean and population standard deviation (``ddof=0``) of rate and rms_rate,
+        the median, min and max horizon, the run count, the means of ``means``, and the
+        verdict of the mean rate (``"non-finite"`` if any run overflowed).
+    """
+    grouped = table.groupby(by, sort=False)
     out = pd.DataFrame({
+        **{name: grouped[name].mean() for name in means},
         "rate": grouped["rate"].mean(), "rate_std": grouped["rate"].std(ddof=0),
         "rms_rate": grouped["rms_rate"].mean(), "rms_rate_std": grouped["rms_rate"].std(ddof=0),
         "horizon": grouped["horizon"].median(),
         "horizon_min": grouped["horizon"].min(), "horizon_max": grouped["horizon"].max(),
-        "seeds": grouped.size(),
+        count: grouped.size(),
     })
     nonfinite = grouped["verdict"].apply(lambda v: (v == "non-finite").any())
     codes = metrics.verdict_code(jnp.asarray(out["rate"].to_numpy()), jnp.asarray(~nonfinite.to_numpy()),
@@ -211,6 +228,10 @@ def compare(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, num_steps: int 
         if not hasattr(cell, attribute):
             raise TypeError(f"compare needs a cell with .{attribute} (such as gradscope.VanillaRNN); "
                             f"got {type(cell).__name__}. For a plain step function use jacobian_spectra")
+    if cell.input_size is None:
+        raise ValueError(f"compare draws inputs and parameters, so it needs the cell's input size, but this "
+                         f"{type(cell).__name__} does not know it (a linen cell wrapped without variables); "
+                         "wrap it with from_flax(cell, variables) or from_flax(cell, input_size=...)")
     seeds = _checks.seed_tuple(seeds)
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")

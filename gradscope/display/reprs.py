@@ -13,7 +13,7 @@ import io
 import numpy as np
 import pandas as pd
 
-__all__ = ["comparison_html", "figure_to_base64", "format_number", "spectra_html", "spectra_table"]
+__all__ = ["comparison_html", "diagnosis_html", "figure_to_base64", "format_number", "spectra_html", "spectra_table"]
 
 _MAX_ROWS = 16
 
@@ -117,3 +117,22 @@ def comparison_html(comparison) -> str:
                f"< exploding (nats/step), horizon at sigma_max = {thresholds.horizon:g}")
     figures = [plot_lag_profile(comparison), plot_summary(comparison)]
     return _layout("gradscope.Comparison", details, comparison.to_dataframe(), figures)
+
+
+def diagnosis_html(diagnosis) -> str:
+    """HTML for a :class:`gradscope.Diagnosis`: its table, its notes and the lag profiles of every layer.
+
+    Args:
+        diagnosis: a :class:`gradscope.analysis.diagnose.Diagnosis`.
+
+    Returns:
+        An HTML fragment (what ``Diagnosis._repr_html_`` shows).
+    """
+    from gradscope.plotting.spectra import plot_lag_profile
+
+    layers = diagnosis.layers
+    details = (f"{len(layers)} recurrent layer(s) of a {diagnosis.library} model; "
+               f"{np.shape(layers[0].inputs)[0]} sequence(s) of {np.shape(layers[0].inputs)[1]} steps. "
+               + " ".join(f"Note: {note}" for note in diagnosis.notes))
+    figure = plot_lag_profile(diagnosis.spectra, metrics=("log_sigma_max", "log_rms"), title="Each layer and the stack")
+    return _layout("gradscope.Diagnosis", details, diagnosis.to_dataframe(), [figure])
