@@ -41,6 +41,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "engine": ("gradscope.core.engine", None),
     "lags": ("gradscope.core.lags", None),
     "lyapunov": ("gradscope.analysis.lyapunov", None),
+    "monitor": ("gradscope.training.monitor", None),
     "metrics": ("gradscope.analysis.metrics", None),
     "phase": ("gradscope.theory.phase", None),
     "pipeline": ("gradscope.core.pipeline", None),
@@ -53,6 +54,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "GRU": ("gradscope.cells.classic", "GRU"),
     "LSTM": ("gradscope.cells.classic", "LSTM"),
     "LayerNormLSTM": ("gradscope.cells.classic", "LayerNormLSTM"),
+    "Monitor": ("gradscope.training.monitor", "Monitor"),
     "NumericalOverflowError": ("gradscope.core._checks", "NumericalOverflowError"),
     "Spectra": ("gradscope.analysis.spectra", "Spectra"),
     "Thresholds": ("gradscope.analysis.metrics", "Thresholds"),
@@ -100,4 +102,5 @@ if TYPE_CHECKING:  # what static tools see; at run time the names above load on 
     from gradscope.core._checks import NumericalOverflowError
     from gradscope.display import report
     from gradscope.theory import calibrate, phase
-    from gradscope.training import clipping
+    from gradscope.training import clipping, monitor
+    from gradscope.training.monitor import Monitor

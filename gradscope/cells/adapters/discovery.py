@@ -147,6 +147,7 @@ def discover(model, xs, *, variables=None, forward: Callable | None = None, cell
         ValueError: no recurrent cell in the model, or none called by the forward pass.
     """
     library = library_of(model)
+    _refuse_a_cell(model, library, tuple(cell_types))
     finder, state = _FINDERS[library].create(model, variables, forward, tuple(cell_types))
     calls = finder.run(state, xs)
     if not calls:
@@ -482,6 +483,19 @@ def _recording_copy(cell, path, library):
 
 
 _FINDERS = {"flax.nnx": _NNX, "flax.linen": _Linen, "equinox": _Equinox}
+
+
+def _refuse_a_cell(model, library, cell_types) -> None:
+    """A bare cell is one step, not a model that runs over a sequence: point to the cell API instead."""
+    kinds = {"flax.nnx": ("flax.nnx", "RNNCellBase"), "flax.linen": ("flax.linen", "RNNCellBase"),
+             "equinox": ("equinox.nn", "LSTMCell", "GRUCell")}[library]
+    module = importlib.import_module(kinds[0])
+    if isinstance(model, (*(getattr(module, k) for k in kinds[1:]), *cell_types)):
+        wrap = "from_equinox" if library == "equinox" else "from_flax"
+        raise TypeError(f"{type(model).__name__} is a single recurrent cell, not a model that runs over a "
+                        f"sequence: wrap it with adapted = gradscope.cells.{wrap}(cell) and use "
+                        "gradscope.jacobian_spectra(adapted, adapted.params, xs), or "
+                        "gradscope.Monitor(adapted, xs, params=adapted.params) while training")
 
 
 def _need_cells(paths, model) -> None:
