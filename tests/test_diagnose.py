@@ -61,6 +61,7 @@ class NNXModel(nnx.Module):
     def __init__(self, rngs, between=False):
         self.lower = nnx.RNN(nnx.LSTMCell(INPUT, LOWER, rngs=rngs))
         self.middle = nnx.Linear(LOWER, LOWER, rngs=rngs) if between else None
+        self.spare = nnx.GRUCell(LOWER, UPPER, rngs=rngs) if between else None  # never called
         self.upper = nnx.RNN(nnx.GRUCell(LOWER, UPPER, rngs=rngs))
         self.head = nnx.Linear(UPPER, 1, rngs=rngs)
 
@@ -124,6 +125,7 @@ def test_a_layer_between_the_recurrences_leaves_the_layers_unstacked(reference):
     diagnosis = gradscope.diagnose(model, xs)
     assert diagnosis.stack is None
     assert any("upper.cell sees something other than the outputs of lower.cell" in n for n in diagnosis.notes)
+    assert any(n.startswith("spare is a recurrent cell of the model that the forward pass") for n in diagnosis.notes)
     upper = model.upper.cell  # its inputs: the Linear layer's outputs, as the model computes them
     _check_layer(reference, diagnosis.layers[1], upper, nnx.state(upper, nnx.Param), model.middle(model.lower(xs)),
                  jnp.zeros(UPPER))

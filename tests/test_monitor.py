@@ -182,6 +182,8 @@ def test_equinox_model_is_read_from_each_update():
     expected = _profile_rows(profile.norm_profile(cell, scaled.cell, xs), (NUM_STEPS,))[0]
     np.testing.assert_allclose(monitor.table["log_sigma_max"].iloc[1], expected[0], atol=1e-5)
     assert monitor.table["log_sigma_max"].iloc[1] != monitor.table["log_sigma_max"].iloc[0]
+    with pytest.raises(ValueError, match="pass the current one"):
+        monitor.update(2)
     with pytest.raises(TypeError, match=r"single recurrent cell.*from_equinox\(cell\)"):
         gradscope.Monitor(eqx.nn.GRUCell(INPUT, UPPER, key=jax.random.key(1)), xs)
 

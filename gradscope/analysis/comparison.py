@@ -102,8 +102,7 @@ class Comparison(SpectraResults):
                              **self.summary().columns()})
 
 
-def aggregate_runs(table: pd.DataFrame, thresholds: metrics.Thresholds, by="init", count: str = "seeds",
-                   means=()) -> pd.DataFrame:
+def aggregate_runs(table: pd.DataFrame, thresholds: metrics.Thresholds, by="init", count: str = "seeds") -> pd.DataFrame:
     """One row per group of runs (seeds, sequences): rate statistics and the verdict of the mean rate.
 
     Args:
@@ -111,16 +110,14 @@ def aggregate_runs(table: pd.DataFrame, thresholds: metrics.Thresholds, by="init
         thresholds: the verdict thresholds.
         by: the column(s) naming a group (kept in their order of appearance).
         count: name of the column counting each group's runs.
-        means: further columns to average over each group.
 
     Returns:
         The mean and population standard deviation (``ddof=0``) of rate and rms_rate,
-        the median, min and max horizon, the run count, the means of ``means``, and the
-        verdict of the mean rate (``"non-finite"`` if any run overflowed).
+        the median, min and max horizon, the run count, and the verdict of the mean rate
+        (``"non-finite"`` if any run overflowed).
     """
     grouped = table.groupby(by, sort=False)
     out = pd.DataFrame({
-        **{name: grouped[name].mean() for name in means},
         "rate": grouped["rate"].mean(), "rate_std": grouped["rate"].std(ddof=0),
         "rms_rate": grouped["rms_rate"].mean(), "rms_rate_std": grouped["rms_rate"].std(ddof=0),
         "horizon": grouped["horizon"].median(),

@@ -49,7 +49,14 @@ def color(index: int) -> str:
 
 @contextlib.contextmanager
 def style():
-    """Context manager applying gradscope's rc settings to the figures made inside it."""
+    """Context manager applying gradscope's rc settings to the figures made inside it.
+
+    pyplot's backend is loaded first, outside the context: a backend that changes
+    rcParams as it loads (Jupyter's inline backend turns interactive mode on) would
+    otherwise lose that change when the context restores them, and the notebook would
+    stop showing figures.
+    """
+    getattr(plt, "_get_backend_mod", lambda: None)()
     with mpl.rc_context(_RC):
         yield
 

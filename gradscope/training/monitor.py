@@ -42,7 +42,6 @@ import pandas as pd
 
 from gradscope.analysis import metrics
 from gradscope.analysis import spectra
-from gradscope.analysis.comparison import aggregate_runs
 from gradscope.analysis.profile import profile_of
 from gradscope.cells.adapters.base import _require
 from gradscope.cells.stacked import Stacked
@@ -76,9 +75,11 @@ class _Source:
         chained: each layer takes the outputs of the layer below step by step.
         params_of: ``state -> tuple`` of each layer's parameters.
         record: ``state -> Recording`` (what each layer sees), for unchained models.
-        state: the object given to the monitor (the default state of a check).
+        state: the object given to the monitor.
         xs: the first layer's inputs ``[S, T, input]``.
         h0: each layer's initial carry, leaves ``[S, ...]``.
+        in_place: training changes ``state`` in place (nnx, PyTorch, Keras), so a check may
+            read it without being handed the current one.
     """
 
     names: tuple
@@ -89,6 +90,7 @@ class _Source:
     state: Any
     xs: Any
     h0: tuple
+    in_place: bool = False
 
 
 class _PlainStep(NamedTuple):
@@ -124,15 +126,14 @@ def _framework_adapter(framework: str):
     return adapter
 
 
-def _batched(xs, h0, sequences: int | None = None):
-    """Inputs ``[S, T, ...]`` and initial carries ``[S, ...]`` from unbatched ``(T, ...)`` or batched ones."""
+def _batched(xs, h0):
+    """Inputs ``[S, T, input_size]`` from ``(T, input_size)`` or batched ones, and ``h0`` repeated ``[S, ...]``."""
     xs = jnp.asarray(xs)
     xs = xs[None] if xs.ndim == 2 else xs
     if xs.ndim != 3:
         raise ValueError(f"expected probe inputs of shape (T, input_size) or (sequences, T, input_size), "
                          f"got {xs.shape}")
-    count = len(xs) if sequences is None else sequences
-    return xs, jax.tree_util.tree_map(lambda a: jnp.broadcast_to(jnp.asarray(a), (count, *jnp.shape(a))), h0)
+    return xs, jax.tree_util.tree_map(lambda a: jnp.broadcast_to(jnp.asarray(a), (len(xs), *jnp.shape(a))), h0)
 
 
 def _cell_source(cell, params, xs, h0, state) -> _Source:
@@ -148,7 +149,8 @@ def _framework_source(model, framework, xs, h0) -> _Source:
     adapt = _framework_adapter(framework)
     cell = adapt(model)
     source = _cell_source(cell, cell.params, xs, h0, model)
-    return dataclasses.replace(source, names=(type(model).__name__,), params_of=lambda state: (adapt(state).params,))
+    return dataclasses.replace(source, names=(type(model).__name__,), params_of=lambda state: (adapt(state).params,),
+                               in_place=True)
 
 
 def _model_source(model, xs, variables, forward, cell_types) -> _Source:
@@ -160,7 +162,7 @@ def _model_source(model, xs, variables, forward, cell_types) -> _Source:
         state = model.unbind()[1]
     return _Source(found.names, found.stack(), found.chained, found.params,
                    lambda state: found.record(state, xs), state, jnp.asarray(recording.inputs[0]),
-                   tuple(jax.tree_util.tree_map(jnp.asarray, recording.initial)))
+                   tuple(jax.tree_util.tree_map(jnp.asarray, recording.initial)), found.library == "flax.nnx")
 
 
 def _source(model, xs, params, h0, variables, forward, cell_types) -> _Source:
@@ -190,7 +192,11 @@ class _Config(NamedTuple):
 
 
 class _Measured(NamedTuple):
-    """One analysed unit (a layer or the stack) at the table's lags, per sequence."""
+    """One analysed unit (a layer or the stack): values at the table's lags, and its summary.
+
+    Averaged over the probe sequences: means of the logs and rates, the median horizon,
+    the verdict of the mean rate (``"non-finite"`` if any sequence overflowed).
+    """
 
     log_sigma_max: jax.Array
     log_rms: jax.Array
@@ -202,43 +208,44 @@ class _Measured(NamedTuple):
 
 
 def _measure_one(cell, params, xs, h0, config: _Config) -> _Measured:
-    profile = profile_of(cell.step, params, xs, h0, config.max_lag, config.spectrum_lags)
-    lag_metrics, at = profile.lag_metrics(), np.asarray(config.lags) - 1
-    summary = metrics.summarize(profile.lags, lag_metrics, profile.finite, config.thresholds)
-    low = None if lag_metrics.log_sigma_min is None else lag_metrics.log_sigma_min[at]
-    return _Measured(lag_metrics.log_sigma_max[at], lag_metrics.log_rms[at], low, *summary)
+    """Profile every sequence (leading axis of ``xs`` and ``h0``) and average over them."""
+    def one(x, h):
+        profile = profile_of(cell.step, params, x, h, config.max_lag, config.spectrum_lags)
+        return profile.lag_metrics(), profile.summary(config.thresholds), profile.finite
+
+    lag_metrics, summary, finite = jax.vmap(one)(xs, h0)
+    at = np.asarray(config.lags) - 1
+    low = None if lag_metrics.log_sigma_min is None else jnp.mean(lag_metrics.log_sigma_min[:, at], axis=0)
+    rate = jnp.mean(summary.rate)
+    return _Measured(jnp.mean(lag_metrics.log_sigma_max[:, at], axis=0), jnp.mean(lag_metrics.log_rms[:, at], axis=0),
+                     low, rate, jnp.mean(summary.rms_rate), jnp.median(summary.horizon),
+                     metrics.verdict_code(rate, jnp.all(finite), config.thresholds))
 
 
 @lapack_thread_limit
 @functools.partial(jax.jit, static_argnames=("stack", "config"))
 def _measure(stack: Stacked, params, inputs, h0, config: _Config) -> tuple:
-    """Every layer (and the stack) of every sequence; ``inputs`` is the first layer's (chained) or each layer's."""
-    def one_sequence(inputs, h0):
-        if not isinstance(inputs, tuple):  # chained: each layer's inputs come from the stack's own unroll
-            inputs = stack.layer_inputs(params, inputs, h0)
-        found = [_measure_one(cell, p, x, h, config) for cell, p, x, h in zip(stack.layers, params, inputs, h0)]
-        return (*found, _measure_one(stack, params, inputs[0], h0, config)) if config.with_stack else tuple(found)
-    return jax.vmap(one_sequence)(inputs, h0)
+    """Every layer (and the stack); ``inputs`` is the first layer's (chained) or each layer's, ``[S, T, ...]``."""
+    if not isinstance(inputs, tuple):  # chained: each layer's inputs come from the stack's own unroll
+        inputs = jax.vmap(lambda x, h: stack.layer_inputs(params, x, h))(inputs, h0)
+    found = [_measure_one(cell, p, x, h, config) for cell, p, x, h in zip(stack.layers, params, inputs, h0)]
+    return (*found, _measure_one(stack, params, inputs[0], h0, config)) if config.with_stack else tuple(found)
 
 
-def _rows(step: int, names, measured, config: _Config, mode: str) -> pd.DataFrame:
-    """Tidy rows (one per unit, sequence and lag) averaged over sequences: see :attr:`Monitor.table`."""
-    frames = []
-    for name, unit in zip(names, measured):
-        unit = jax.tree_util.tree_map(np.asarray, unit)
-        sequences, lags = unit.log_sigma_max.shape
-        repeat = lambda a: np.repeat(np.asarray(a, np.float64), lags)  # noqa: E731 - per sequence -> per row
-        columns = {"step": step, "layer": name, "lag": np.tile(config.lags, sequences),
-                   "log_sigma_max": unit.log_sigma_max.ravel(), "log_rms": unit.log_rms.ravel()}
-        if mode == "profile":
-            columns["log_sigma_min"] = unit.log_sigma_min.ravel()
-        columns.update(rate=repeat(unit.rate), rms_rate=repeat(unit.rms_rate), horizon=repeat(unit.horizon),
-                       verdict=[metrics.verdict_name(c) for c in np.repeat(unit.verdict, lags)])
-        frames.append(pd.DataFrame(columns))
-    table = pd.concat(frames, ignore_index=True)
-    means = [c for c in ("log_sigma_max", "log_rms", "log_sigma_min") if c in table]
-    out = aggregate_runs(table, config.thresholds, by=["step", "layer", "lag"], count="sequences", means=means)
-    return out[["step", "layer", "lag", *means, "rate", "rms_rate", "horizon", "verdict", "sequences"]]
+def _rows(step: int, names, measured, config: _Config, sequences: int) -> pd.DataFrame:
+    """Tidy rows, one per unit and lag: see :attr:`Monitor.table`."""
+    measured = jax.device_get(measured)
+    count, lags = len(names), len(config.lags)
+    per_unit = lambda field: np.repeat(np.asarray([getattr(m, field) for m in measured], np.float64), lags)  # noqa: E731
+    per_lag = lambda field: np.concatenate([np.asarray(getattr(m, field), np.float64) for m in measured])  # noqa: E731
+    columns = {"step": np.full(count * lags, step), "layer": np.repeat(names, lags),
+               "lag": np.tile(config.lags, count),
+               **{name: per_lag(name) for name in ("log_sigma_max", "log_rms", "log_sigma_min")
+                  if getattr(measured[0], name) is not None},
+               "rate": per_unit("rate"), "rms_rate": per_unit("rms_rate"), "horizon": per_unit("horizon"),
+               "verdict": [metrics.verdict_name(m.verdict) for m in measured for _ in range(lags)],
+               "sequences": np.full(count * lags, sequences)}
+    return pd.DataFrame(columns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,7 +362,7 @@ class Monitor:
         Args:
             step: the training step (any int; checks at multiples of ``every``).
             state: the current model, variables or parameters (see the class docstring);
-                ``None`` for what the monitor was given (for models updated in place).
+                may be left out for what training changes in place (nnx and PyTorch modules).
         """
         if int(step) % self.every:
             return False
@@ -363,13 +370,21 @@ class Monitor:
         return True
 
     def check(self, step: int, state=None) -> pd.DataFrame:
-        """Measure now; append and return the new rows (see :attr:`table`)."""
+        """Measure now; append and return the new rows (see :attr:`table`).
+
+        Raises:
+            ValueError: no ``state`` for something training replaces (see :meth:`update`).
+        """
         source = self._source
+        if state is None and not source.in_place:
+            raise ValueError("this monitor watches something training replaces rather than changes in place (an "
+                             "Equinox model, linen variables, a cell's parameters): pass the current one, "
+                             "monitor.update(step, model_or_params)")
         state = source.state if state is None else state
         params = spectra._cast(source.params_of(state), self._dtype)
         inputs, h0 = self._inputs(state)
         measured = _measure(source.stack, params, inputs, h0, self._config)
-        rows = _rows(int(step), self.names, measured, self._config, self.mode)
+        rows = _rows(int(step), self.names, measured, self._config, len(self._xs))
         self._frames.append(rows)
         if self._writer is not None:
             _write_scalars(self._writer, rows)

@@ -154,7 +154,9 @@ def discover(model, xs, *, variables=None, forward: Callable | None = None, cell
         raise ValueError(f"diagnose found no recurrent layer in {type(model).__name__}: the forward pass on xs "
                          f"called none. It looked for {_LOOKED_FOR}. Pass cell_types=(YourCell,) for your own "
                          f"cell class, or {_STEP_HINT}")
-    runs, notes = {}, list(finder.notes)
+    runs = {}
+    notes = [f"{finder.name(path)} is a recurrent cell of the model that the forward pass on xs did not call"
+             for path in getattr(finder, "paths", ()) if path not in calls]
     for path, records in calls.items():
         runs[path], restarted = _sequences(records)
         if restarted:
@@ -301,27 +303,41 @@ def _inside_another(path, paths) -> bool:
 
 
 @dataclasses.dataclass(eq=False)
-class _NNX:
-    """nnx: cells found in the module graph; instrumented by a temporary recording subclass."""
+class _ModuleFinder:
+    """Models that hold their cells (nnx, Equinox): the cells are found in the model before it runs.
+
+    Attributes:
+        model: the model as given (its cells make the adapters).
+        forward: ``forward(model, xs)``.
+        paths: where the cells are, as ``(kind, key)`` steps (see :func:`_walk`).
+    """
 
     model: Any
     forward: Callable
     paths: tuple
-    notes: tuple = ()
-    library = "flax.nnx"
 
     @classmethod
     def create(cls, model, variables, forward, cell_types):
-        nnx = importlib.import_module("flax.nnx")
-        kinds = (nnx.RNNCellBase, *cell_types)
-        found = [tuple(("item" if isinstance(k, int) else "attr", k) for k in path)
-                 for path, node in nnx.iter_graph(model) if isinstance(node, kinds)]
-        paths = tuple(p for p in found if not _inside_another(p, found))
+        paths = cls.find(model, cell_types)
         _need_cells(paths, model)
         return cls(model, forward or (lambda m, xs: m(xs)), paths), model
 
     def name(self, path) -> str:
         return _attribute_name(path)
+
+
+class _NNX(_ModuleFinder):
+    """nnx: cells found in the module graph; instrumented by a temporary recording subclass."""
+
+    library = "flax.nnx"
+
+    @staticmethod
+    def find(model, cell_types) -> tuple:
+        nnx = importlib.import_module("flax.nnx")
+        kinds = (nnx.RNNCellBase, *cell_types)
+        found = [tuple(("item" if isinstance(k, int) else "attr", k) for k in path)
+                 for path, node in nnx.iter_graph(model) if isinstance(node, kinds)]
+        return tuple(p for p in found if not _inside_another(p, found))
 
     def run(self, model, xs) -> dict:
         cells = [_walk(model, path) for path in self.paths]
@@ -380,7 +396,6 @@ class _Linen:
     forward: Callable
     kinds: tuple
     modules: dict = dataclasses.field(default_factory=dict)
-    notes: tuple = ()
     library = "flax.linen"
 
     @classmethod
@@ -424,27 +439,17 @@ class _Linen:
         return {"params": _walk(variables["params"], path)}
 
 
-@dataclasses.dataclass(eq=False)
-class _Equinox:
+class _Equinox(_ModuleFinder):
     """Equinox: cells found in the pytree; instrumented in a copy of the model (``eqx.tree_at``)."""
 
-    model: Any
-    forward: Callable
-    paths: tuple
-    notes: tuple = ()
     library = "equinox"
 
-    @classmethod
-    def create(cls, model, variables, forward, cell_types):
+    @staticmethod
+    def find(model, cell_types) -> tuple:
         eqx = importlib.import_module("equinox")
         kinds = (eqx.nn.LSTMCell, eqx.nn.GRUCell, *cell_types)
         leaves = jax.tree_util.tree_flatten_with_path(model, is_leaf=lambda node: isinstance(node, kinds))[0]
-        paths = tuple(_equinox_path(path) for path, node in leaves if isinstance(node, kinds))
-        _need_cells(paths, model)
-        return cls(model, forward or (lambda m, xs: m(xs)), paths), model
-
-    def name(self, path) -> str:
-        return _attribute_name(path)
+        return tuple(_equinox_path(path) for path, node in leaves if isinstance(node, kinds))
 
     def run(self, model, xs) -> dict:
         eqx = importlib.import_module("equinox")
