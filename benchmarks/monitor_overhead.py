@@ -171,10 +171,11 @@ def main() -> None:
     configs = [("gru", 8, 2, "norms")] if args.quick else CONFIGS
     steps, repeats, lag = (20, 2, 5) if args.quick else (args.steps, args.repeats, args.lag)
     every = 10 if args.quick else args.every
-    rows = []
+    rows, loads = [], [os.getloadavg()[0]]
     for cell, hidden, layers, mode in configs:
         row = measure(cell, hidden, layers, lag, args.batch, steps, every, repeats, mode)
         rows.append(row)
+        loads.append(os.getloadavg()[0])
         print(f"{layers} x {cell} {hidden} ({mode}): step {row['train_step_ms']:.1f} ms, check {row['check_ms']:.0f} "
               f"ms ({100 * row['check_share']:.1f}% of {every} steps), overhead CPU {_percent(row['cpu'])}, wall "
               f"{_percent(row['wall'])}, monitor made in {row['made_s']:.2f} s, first check "
@@ -185,8 +186,9 @@ def main() -> None:
     numbers = Numbers("monitor_overhead")
     numbers["overhead_table"] = table(rows)
     numbers["overhead_setup"] = (f"{steps} training steps, a check every {every} steps, {repeats} interleaved pairs "
-                                 f"of runs per model, on {platform.machine()} with {os.cpu_count()} cores "
-                                 f"({datetime.date.today().isoformat()})")
+                                 f"of runs per model, on {platform.machine()} with {os.cpu_count()} cores, whose "
+                                 f"1-minute load average (other jobs included) was {min(loads):.1f} to "
+                                 f"{max(loads):.1f} during the run ({datetime.date.today().isoformat()})")
     numbers["overhead_max"] = f"{100 * (max(r['cpu'][0] for r in rows) - 1):.1f}%"
     numbers["check_share_max"] = f"{100 * max(r['check_share'] for r in rows):.1f}%"
     numbers["first_check_max"] = f"{max(r['first_check_s'] for r in rows):.1f} s"

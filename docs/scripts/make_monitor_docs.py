@@ -18,15 +18,8 @@ import io
 import os
 import re
 import tempfile
-from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-
-from docnumbers import DOCS, Numbers, write_pages  # noqa: E402
+from docnumbers import DOCS, Numbers, write_pages
 
 PAGE = DOCS / "monitor.md"
 FIGURE = DOCS / "figures" / "monitor_training.png"
@@ -77,6 +70,11 @@ def quick_numbers():
 
 
 def main() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     namespace, printed = run()
     numbers = Numbers("monitor")
     numbers["diagnosis_before"] = _text(printed[0])

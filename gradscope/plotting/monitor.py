@@ -84,7 +84,7 @@ def plot_monitor(result, *, lag: int | None = None, title: str | None = None):
             sigmas.plot(sel["step"], sel["log_sigma_max"], marker="o", markersize=2.5, **line)
         rates.axhline(0.0, color="0.4", linewidth=0.8)
         rates.set(xlabel="training step", ylabel="growth rate (nats/step)", title="Rates (— σmax, -- RMS)")
-        horizons.set(xlabel="training step", ylabel="steps (▸ never within the lags)", ylim=(0, max_lag * 1.08),
+        horizons.set(xlabel="training step", ylabel="horizon (steps; ▸ never)", ylim=(0, max_lag * 1.08),
                      title="Memory horizon")
         sigmas.set(xlabel="training step", ylabel=f"log σmax at lag {lag}", title=f"log σmax of dh_T/dh_(T-{lag})")
         fig.legend(*rates.get_legend_handles_labels(), loc="outside lower center", ncols=4, frameon=False)

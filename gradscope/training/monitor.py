@@ -45,7 +45,6 @@ from gradscope.analysis import spectra
 from gradscope.analysis.profile import profile_of
 from gradscope.cells.adapters.base import _require
 from gradscope.cells.stacked import Stacked
-from gradscope.core import _checks
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
 
@@ -236,8 +235,13 @@ def _rows(step: int, names, measured, config: _Config, sequences: int) -> pd.Dat
     """Tidy rows, one per unit and lag: see :attr:`Monitor.table`."""
     measured = jax.device_get(measured)
     count, lags = len(names), len(config.lags)
-    per_unit = lambda field: np.repeat(np.asarray([getattr(m, field) for m in measured], np.float64), lags)  # noqa: E731
-    per_lag = lambda field: np.concatenate([np.asarray(getattr(m, field), np.float64) for m in measured])  # noqa: E731
+
+    def per_unit(field):  # one value per unit, repeated over its lags
+        return np.repeat(np.asarray([getattr(m, field) for m in measured], np.float64), lags)
+
+    def per_lag(field):
+        return np.concatenate([np.asarray(getattr(m, field), np.float64) for m in measured])
+
     columns = {"step": np.full(count * lags, step), "layer": np.repeat(names, lags),
                "lag": np.tile(config.lags, count),
                **{name: per_lag(name) for name in ("log_sigma_max", "log_rms", "log_sigma_min")

@@ -160,8 +160,9 @@ def discover(model, xs, *, variables=None, forward: Callable | None = None, cell
     for path, records in calls.items():
         runs[path], restarted = _sequences(records)
         if restarted:
+            steps = np.shape(runs[path][0])[1]
             notes.append(f"{finder.name(path)} was started afresh within the forward pass (called on several "
-                         f"sequences in turn, or reset); only its first run of {np.shape(runs[path][0])[1]} steps is used")
+                         f"sequences in turn, or reset); only its first run of {steps} steps is used")
     layers = tuple(Layer(finder.name(path), finder.adapter(path, runs[path]), path) for path in calls)
     recording = _recording([runs[layer.path] for layer in layers])
     chained, why = _chained(layers, recording)
