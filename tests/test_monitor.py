@@ -147,7 +147,7 @@ def test_profile_mode_has_exact_spectra_at_the_table_lags():
     cell = gradscope.cells.from_equinox(eqx.nn.GRUCell(INPUT, UPPER, key=jax.random.key(0)))
     lags = (1, 2, 5)
     monitor = gradscope.Monitor(cell, xs, params=cell.params, mode="profile", lags=lags, every=1)
-    rows = monitor.check(0)
+    rows = monitor.check(0, cell.params)
     exact = gradscope.jacobian_spectra(cell, cell.params, xs, lags=lags).lag_metrics()
     # two sequences: the table holds their means
     np.testing.assert_allclose(rows["log_sigma_max"], np.mean(np.asarray(exact.log_sigma_max), axis=0), atol=1e-5)
