@@ -36,6 +36,9 @@ sys.path.insert(0, str(HERE))
 
 from problems import Problem  # noqa: E402
 
+sys.path.insert(0, str(HERE.parent / "docs" / "scripts"))
+from docnumbers import render  # noqa: E402  (the page's generated-number spans, filled from their stores)
+
 SWEEP_INITIALIZERS = ["orthogonal", "glorot_normal", "he_normal", "lecun_normal", "identity", "normal"]
 ALL_METHODS = ("one_program", "profile", "topk", "naive_jax", "autograd_vectorized")
 
@@ -348,6 +351,16 @@ def latency_section(results) -> list[str]:
     return lines + [""]
 
 
+def monitor_section() -> list[str]:
+    """The training monitor's overhead, as benchmarks/monitor_overhead.py (run on its own) stored it."""
+    return ["## Training monitor overhead", "",
+            "`benchmarks/monitor_overhead.py` (run on its own) trains Flax NNX models on the adding problem "
+            "with optax, alternately without and with a `gradscope.Monitor` checking every 100 steps; see "
+            "[Whole models and training runs](monitor.md#what-it-costs). Measured with "
+            "<!--gen:monitor_overhead.overhead_setup-->(run benchmarks/monitor_overhead.py)<!--/gen-->.", "",
+            "<!--gen:monitor_overhead.overhead_table-->", "(run benchmarks/monitor_overhead.py)", "<!--/gen-->", ""]
+
+
 SCALING_NOTES = [
     "## Scaling out", "",
     "- **Several devices**: `gradscope.sharding.compare_grid(cell, initializers, seeds=..., gains=...)` "
@@ -425,8 +438,8 @@ def write_report(results, path: Path, quick: bool, threads: int, budget: float) 
     for problem, rows in results["problems"]:
         body += problem_table(problem, rows)
     body += sweep_section(*results["sweep"]) + long_section(*results["long"]) + latency_section(results)
-    body += SCALING_NOTES
-    path.write_text("\n".join(header + targets_section(results) + body))
+    body += monitor_section() + SCALING_NOTES
+    path.write_text(render("\n".join(header + targets_section(results) + body))[0])
 
 
 def main(argv=None) -> None:

@@ -41,6 +41,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "engine": ("gradscope.core.engine", None),
     "lags": ("gradscope.core.lags", None),
     "lyapunov": ("gradscope.analysis.lyapunov", None),
+    "monitor": ("gradscope.training.monitor", None),
     "metrics": ("gradscope.analysis.metrics", None),
     "phase": ("gradscope.theory.phase", None),
     "pipeline": ("gradscope.core.pipeline", None),
@@ -53,11 +54,14 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "GRU": ("gradscope.cells.classic", "GRU"),
     "LSTM": ("gradscope.cells.classic", "LSTM"),
     "LayerNormLSTM": ("gradscope.cells.classic", "LayerNormLSTM"),
+    "Monitor": ("gradscope.training.monitor", "Monitor"),
     "NumericalOverflowError": ("gradscope.core._checks", "NumericalOverflowError"),
     "Spectra": ("gradscope.analysis.spectra", "Spectra"),
     "Thresholds": ("gradscope.analysis.metrics", "Thresholds"),
     "VanillaRNN": ("gradscope.cells.classic", "VanillaRNN"),
     "compare": ("gradscope.analysis.comparison", "compare"),
+    "diagnose": ("gradscope.analysis.diagnose", "diagnose"),
+    "Diagnosis": ("gradscope.analysis.diagnose", "Diagnosis"),
     "enable_compilation_cache": ("gradscope.core.cache", "enable_compilation_cache"),
     "explore": ("gradscope.display.explore", "explore"),
     "forward_spectra": ("gradscope.analysis.spectra", "forward_spectra"),
@@ -92,6 +96,7 @@ if TYPE_CHECKING:  # what static tools see; at run time the names above load on 
     from gradscope import analysis, cells, cli, core, display, initializers, plotting, theory, training
     from gradscope.analysis import comparison, lyapunov, metrics, profile, sharding, spectra
     from gradscope.analysis.comparison import Comparison, compare
+    from gradscope.analysis.diagnose import Diagnosis, diagnose
     from gradscope.analysis.metrics import Thresholds
     from gradscope.analysis.spectra import Spectra, forward_spectra, jacobian_spectra
     from gradscope.cells import adapters
@@ -103,4 +108,5 @@ if TYPE_CHECKING:  # what static tools see; at run time the names above load on 
     from gradscope.display import report
     from gradscope.display.explore import explore
     from gradscope.theory import calibrate, phase
-    from gradscope.training import clipping
+    from gradscope.training import clipping, monitor
+    from gradscope.training.monitor import Monitor

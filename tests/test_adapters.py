@@ -128,13 +128,42 @@ def test_linen_bare_params_and_equinox_module_as_params_step_the_same():
         np.testing.assert_array_equal(np.asarray(adapted.step(params, h, x)), np.asarray(own_step(module, h, x)))
 
 
-def test_linen_without_variables_needs_the_input_size():
-    with pytest.raises(ValueError, match="input_size"):
-        cells.from_flax(nn.GRUCell(features=HIDDEN))
+def test_linen_without_variables_takes_them_at_analysis_time(reference):
+    adapted, variables, own_step, carry = CASES["linen.GRUCell"]()
+    deferred = cells.from_flax(nn.GRUCell(features=HIDDEN))  # no variables, no input size
+    assert deferred.params is None and deferred.input_size is None and deferred.carry_names == ("h",)
+    xs = _inputs()
+    for params in (variables, variables["params"]):  # the input size comes from the variables' input kernel
+        result = gradscope.jacobian_spectra(deferred, params, jnp.stack([xs, xs]))  # batch axis inferred
+        expected = reference.spectrum(own_step, variables, xs, deferred.initial_state(), LAGS)
+        reference.assert_match(result.log_singular_values[1], expected, RTOL, LOG_TOL, result.log_floor[1],
+                               LOG_MIN_REL)
+    with pytest.raises(ValueError, match="made without variables, and params=None"):
+        gradscope.jacobian_spectra(deferred, deferred.params, xs)
+    with pytest.raises(ValueError, match=r"expected xs with shape \(\.\.\., T, input_size\)=\(\.\.\., T, 3\)"):
+        gradscope.jacobian_spectra(deferred, variables, xs[:, :2])
+    with pytest.raises(ValueError, match="needs the cell's input size"):
+        gradscope.compare(deferred, "orthogonal")
+    with pytest.raises(ValueError, match="cannot know its parameter shapes"):
+        deferred.init(jax.random.key(0))
+
+
+def test_linen_with_an_input_size_initializes_its_variables():
     adapted = cells.from_flax(nn.GRUCell(features=HIDDEN), input_size=INPUT, key=jax.random.key(5))
     assert adapted.params["params"]["ir"]["kernel"].shape == (INPUT, HIDDEN)
     with pytest.raises(ValueError, match="disagrees"):
         cells.from_flax(nn.GRUCell(features=HIDDEN), adapted.params, input_size=INPUT + 1)
+
+
+def test_an_nnx_module_is_accepted_as_params():
+    adapted, state, _, carry = CASES["nnx.LSTMCell"]()
+    xs, h0 = _inputs(), _random_carry(carry)
+    module = nnx.merge(nnx.graphdef(adapted.module), state)
+    by_state = gradscope.jacobian_spectra(adapted, state, xs, h0)
+    by_module = gradscope.jacobian_spectra(adapted, module, xs, h0)
+    np.testing.assert_array_equal(np.asarray(by_module.log_singular_values), np.asarray(by_state.log_singular_values))
+    assert jax.tree_util.tree_structure(cells.from_flax(adapted.module, params=module).params) == \
+        jax.tree_util.tree_structure(state)
 
 
 def _is_orthogonal(block, atol=1e-5):

@@ -22,6 +22,7 @@ import sys  # noqa: E402
 import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import gradscope as gs  # noqa: E402
@@ -253,6 +254,9 @@ def _plots(results, tmp_path):
         "plot_horizon_during_training": lambda: training_plots.plot_horizon_during_training(run),
         "plot_horizon_prediction": lambda: training_plots.plot_horizon_prediction(experiment),
         "plot_outcome_grid": lambda: training_plots.plot_outcome_grid(experiment),
+        "plot_monitor": lambda: plotting.plot_monitor(pd.DataFrame({
+            "step": [0, 10], "layer": ["layer_0", "layer_0"], "lag": [5, 5], "log_sigma_max": [-1.0, -0.5],
+            "rate": [-0.2, -0.1], "rms_rate": [-0.3, -0.2], "horizon": [4.0, np.inf]})),
         "figure_grid": lambda: plotting.figure_grid(4),
         "new_axes": lambda: plotting.new_axes(),
         "save_figure": lambda: plotting.save_figure(plotting.plot_summary(comparison), tmp_path / "summary"),

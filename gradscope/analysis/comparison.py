@@ -20,7 +20,7 @@ from gradscope.core.lags import select_lags
 from gradscope.analysis.spectra import Spectra, spectra_of
 from gradscope.display.headline import Headline, Readable, lag_range
 
-__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "aggregate_seeds", "compare", "identical_labels",
+__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "aggregate_runs", "compare", "identical_labels",
            "labelled_initializers",
            "make_inputs"]
 
@@ -102,7 +102,7 @@ class Comparison(SpectraResults):
         empty if none; see :meth:`identical_to`).
         """
         table = self._per_seed_table()
-        table = table if per_seed else aggregate_seeds(table, self.thresholds)
+        table = table if per_seed else aggregate_runs(table, self.thresholds)
         same = self.identical_to()
         table["identical_to"] = [", ".join(same[label]) for label in table["init"]]
         return table
@@ -141,20 +141,27 @@ def identical_labels(labels, spectra: Spectra) -> dict:
             for i, label in enumerate(labels)}
 
 
-def aggregate_seeds(table: pd.DataFrame, thresholds: metrics.Thresholds, keys=("init",)) -> pd.DataFrame:
-    """Seed statistics of a per-seed summary table, one row per value of ``keys``.
+def aggregate_runs(table: pd.DataFrame, thresholds: metrics.Thresholds, by="init", count: str = "seeds") -> pd.DataFrame:
+    """One row per group of runs (seeds, sequences): rate statistics and the verdict of the mean rate and median horizon.
 
-    Columns: ``keys``, then the mean and population std of ``rate`` and ``rms_rate``, the
-    median, min and max ``horizon``, the seed count ``seeds`` and the ``verdict`` of the
-    mean rate and median horizon (``"non-finite"`` if any seed overflowed).
+    Args:
+        table: one row per run with columns ``by``, rate, rms_rate, horizon and verdict.
+        thresholds: the verdict thresholds.
+        by: the column(s) naming a group (kept in their order of appearance).
+        count: name of the column counting each group's runs.
+
+    Returns:
+        The mean and population standard deviation (``ddof=0``) of rate and rms_rate,
+        the median, min and max horizon, the run count, and the verdict of the mean rate and
+        the median horizon (``"non-finite"`` if any run overflowed).
     """
-    grouped = table.groupby(list(keys), sort=False)
+    grouped = table.groupby(by, sort=False)
     out = pd.DataFrame({
         "rate": grouped["rate"].mean(), "rate_std": grouped["rate"].std(ddof=0),
         "rms_rate": grouped["rms_rate"].mean(), "rms_rate_std": grouped["rms_rate"].std(ddof=0),
         "horizon": grouped["horizon"].median(),
         "horizon_min": grouped["horizon"].min(), "horizon_max": grouped["horizon"].max(),
-        "seeds": grouped.size(),
+        count: grouped.size(),
     })
     nonfinite = grouped["verdict"].apply(lambda v: (v == "non-finite").any())
     codes = metrics.verdict_code(jnp.asarray(out["rate"].to_numpy()), jnp.asarray(~nonfinite.to_numpy()),
@@ -257,6 +264,10 @@ def compare(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, num_steps: int 
         if not hasattr(cell, attribute):
             raise TypeError(f"compare needs a cell with .{attribute} (such as gradscope.VanillaRNN); "
                             f"got {type(cell).__name__}. For a plain step function use jacobian_spectra")
+    if cell.input_size is None:
+        raise ValueError(f"compare draws inputs and parameters, so it needs the cell's input size, but this "
+                         f"{type(cell).__name__} does not know it (a linen cell wrapped without variables); "
+                         "wrap it with from_flax(cell, variables) or from_flax(cell, input_size=...)")
     seeds = _checks.seed_tuple(seeds)
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")

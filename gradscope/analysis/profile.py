@@ -65,6 +65,7 @@ __all__ = [
     "TopSpectra",
     "jacobian_profile",
     "norm_profile",
+    "profile_of",
     "profile_sweep",
     "top_k_sweep",
     "top_singular_values",
@@ -498,16 +499,27 @@ def _iterations(minimum, maximum) -> tuple[int, int]:
                                              "batch_axes", "block", "power_iters", "tol"))
 def _profile_core(step, params, xs, h0, max_lag, spectrum_lags, direction, untied, batch_axes, block,
                   power_iters, tol):
-    def one(x):
-        flat_step, states = engine.unrolled_states(step, params, x, h0, untied)
-        out = profile_sweep(flat_step, params, states, x, max_lag, spectrum_lags or (), direction, untied,
-                            block, power_iters, tol)
-        spec = None if spectrum_lags is None else spectra.Spectra(
-            out.log_singular_values, out.log_frobenius[np.asarray(spectrum_lags) - 1], out.log_floor, out.finite,
-            spectrum_lags, direction)
-        return Profile(out.log_sigma_max, out.log_frobenius, out.residual, spec, out.finite,
-                       max_lag, direction, states.shape[1])
+    one = functools.partial(profile_of, step, params, h0=h0, max_lag=max_lag, spectrum_lags=spectrum_lags,
+                            direction=direction, untied=untied, block=block, power_iters=power_iters, tol=tol)
     return engine.over_batch_axes(one, batch_axes)(xs)
+
+
+def profile_of(step, params, xs, h0, max_lag: int, spectrum_lags: tuple[int, ...] | None,
+               direction: str = "backward", untied: bool = False, block: int = 4,
+               power_iters: tuple[int, int] = (0, 4), tol: float = 1e-3) -> Profile:
+    """Unroll and profile one sequence; pure and traceable (no checks: see :func:`jacobian_profile`).
+
+    ``spectrum_lags`` is a sorted tuple of lags in [1, max_lag] with full spectra, or
+    ``None`` for norms only.
+    """
+    flat_step, states = engine.unrolled_states(step, params, xs, h0, untied)
+    out = profile_sweep(flat_step, params, states, xs, max_lag, spectrum_lags or (), direction, untied,
+                        block, power_iters, tol)
+    spec = None if spectrum_lags is None else spectra.Spectra(
+        out.log_singular_values, out.log_frobenius[np.asarray(spectrum_lags) - 1], out.log_floor, out.finite,
+        spectrum_lags, direction)
+    return Profile(out.log_sigma_max, out.log_frobenius, out.residual, spec, out.finite,
+                   max_lag, direction, states.shape[1])
 
 
 def jacobian_profile(cell_or_step, params, xs, h0=None, *, spectrum_lags="log", num_log_lags: int = 32,

@@ -33,7 +33,7 @@ from gradscope.core._lapack import lapack_thread_limit
 from gradscope.analysis.comparison import (
     DEFAULT_INITIALIZERS,
     SpectraResults,
-    aggregate_seeds,
+    aggregate_runs,
     labelled_initializers,
     make_inputs,
 )
@@ -78,7 +78,7 @@ class GridComparison(SpectraResults):
                              "seed": seeds.ravel(), **self.summary().columns()})
 
     def _headline(self) -> Headline:
-        table = aggregate_seeds(self.to_dataframe(), self.thresholds, keys=("init", "gain"))
+        table = aggregate_runs(self.to_dataframe(), self.thresholds, by=["init", "gain"])
         facts = self._facts(f"{len(self.labels)} initializers x {len(self.gains)} gains x {len(self.seeds)} seeds "
                             f"on {self.num_devices} device(s)")
         return Headline("GridComparison", facts, table[["init", "gain", "rate", "rate_std", "horizon", "verdict"]])

@@ -237,7 +237,7 @@ def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backw
     Raises:
         ValueError / TypeError: what was expected, what arrived, and the fix.
     """
-    step, default_h0, input_size = _checks.resolve_step(cell_or_step)
+    step, default_h0, input_size = _checks.resolve_step(cell_or_step, params)
     if direction not in ("backward", "forward"):
         raise ValueError(f"direction must be 'backward' (dh_T/dh_(T-k)) or 'forward' (dh_k/dh_0), got {direction!r}")
     if h0 is None:

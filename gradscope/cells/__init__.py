@@ -2,6 +2,7 @@
 
 * :mod:`gradscope.cells.classic`: vanilla RNN, LSTM, layer-norm LSTM, GRU.
 * :mod:`gradscope.cells.adapters`: Flax, Equinox, PyTorch and Keras layers behind the same interface.
+* :mod:`gradscope.cells.stacked`: recurrent layers stacked into one cell (:class:`Stacked`).
 
 Every cell follows one contract: ``init(key, ...) -> params``,
 ``step(params, h, x) -> h_next`` and ``initial_state(dtype) -> h0``. Any plain
@@ -13,6 +14,7 @@ from gradscope.cells import adapters
 from gradscope.cells.adapters import from_equinox, from_flax, from_keras, from_torch
 from gradscope.cells.classic import (ACTIVATIONS, GRU, LSTM, GRUParams, LayerNormLSTM, LayerNormLSTMParams, LSTMParams,
                                      LSTMState, VanillaParams, VanillaRNN, get_activation, layer_norm)
+from gradscope.cells.stacked import Stacked
 
 __all__ = [
     "ACTIVATIONS",
@@ -23,6 +25,7 @@ __all__ = [
     "LSTMState",
     "LayerNormLSTM",
     "LayerNormLSTMParams",
+    "Stacked",
     "VanillaParams",
     "VanillaRNN",
     "adapters",

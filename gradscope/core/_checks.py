@@ -95,10 +95,16 @@ def cell_step(cell):
     return CellStep(cell)
 
 
-def resolve_step(cell_or_step):
-    """Return ``(step, default_h0_or_None, input_size_or_None)`` for a cell or a plain step."""
+def resolve_step(cell_or_step, params=None):
+    """Return ``(step, default_h0_or_None, input_size_or_None)`` for a cell or a plain step.
+
+    A cell whose input size depends on its parameters (a linen adapter made without
+    variables) reports it through ``cell.input_size_for(params)``.
+    """
     if hasattr(cell_or_step, "step") and hasattr(cell_or_step, "initial_state"):
-        return cell_step(cell_or_step), cell_or_step.initial_state, getattr(cell_or_step, "input_size", None)
+        size_for = getattr(cell_or_step, "input_size_for", None)
+        input_size = size_for(params) if size_for is not None else getattr(cell_or_step, "input_size", None)
+        return cell_step(cell_or_step), cell_or_step.initial_state, input_size
     if callable(cell_or_step):
         return cell_or_step, None, None
     hint = ("; it has .directions: analyse each direction on its own, e.g. "

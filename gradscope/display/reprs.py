@@ -20,7 +20,7 @@ import pandas as pd
 
 from gradscope.display.headline import MAX_TEXT_ROWS
 
-__all__ = ["comparison_html", "figure_to_base64", "format_number", "headline_html", "headline_text",
+__all__ = ["comparison_html", "diagnosis_html", "figure_to_base64", "format_number", "headline_html", "headline_text",
            "spectra_html", "spectra_table"]
 
 _MAX_ROWS = 16
@@ -213,3 +213,22 @@ def spectra_html(spectra) -> str:
 def comparison_html(comparison) -> str:
     """HTML for a :class:`gradscope.Comparison` (its ``_repr_html_``; see :func:`headline_html`)."""
     return headline_html(comparison)
+
+
+def diagnosis_html(diagnosis) -> str:
+    """HTML for a :class:`gradscope.Diagnosis`: its table, its notes and the lag profiles of every layer.
+
+    Args:
+        diagnosis: a :class:`gradscope.analysis.diagnose.Diagnosis`.
+
+    Returns:
+        An HTML fragment (what ``Diagnosis._repr_html_`` shows).
+    """
+    from gradscope.plotting.spectra import plot_lag_profile
+
+    layers = diagnosis.layers
+    facts = (f"{len(layers)} recurrent layer(s) of a {diagnosis.library} model; "
+             f"{np.shape(layers[0].inputs)[0]} sequence(s) of {np.shape(layers[0].inputs)[1]} steps",
+             *(f"Note: {note}" for note in diagnosis.notes))
+    figure = plot_lag_profile(diagnosis.spectra, metrics=("log_sigma_max", "log_rms"), title="Each layer and the stack")
+    return _layout("gradscope.Diagnosis", facts, diagnosis.to_dataframe(), [_img(figure)])

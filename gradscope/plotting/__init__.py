@@ -15,6 +15,7 @@ from gradscope.plotting.spectra import (
     plot_spectrum_heatmap,
     plot_summary,
 )
+from gradscope.plotting.monitor import monitor_table, plot_monitor
 from gradscope.plotting.theory import plot_calibration, plot_lyapunov_convergence, plot_phase_diagram, plot_rate_vs_theory
 from gradscope.plotting.training import (
     plot_grad_norm_distribution,
@@ -39,6 +40,7 @@ __all__ = [
     "describe_cell",
     "figure_grid",
     "lag_profile_table",
+    "monitor_table",
     "new_axes",
     "plot_calibration",
     "plot_forward_profile",
@@ -47,6 +49,7 @@ __all__ = [
     "plot_horizon_during_training",
     "plot_horizon_prediction",
     "plot_lyapunov_convergence",
+    "plot_monitor",
     "plot_outcome_grid",
     "plot_phase_diagram",
     "plot_rate_vs_theory",

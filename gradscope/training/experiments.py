@@ -56,6 +56,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from gradscope.core import engine
+from gradscope.cells.stacked import output_of
 from gradscope import initializers
 from gradscope.analysis import metrics
 from gradscope.core._lapack import lapack_thread_limit
@@ -286,18 +287,6 @@ class ReadoutParams(NamedTuple):
     cell: Any
     kernel: jax.Array
     bias: jax.Array
-
-
-def output_of(cell, state) -> jax.Array:
-    """The part of a cell's state a read-out sees: ``cell.output(state)``, ``state.h``, or the state."""
-    if hasattr(cell, "output"):
-        return cell.output(state)
-    if hasattr(state, "h"):
-        return state.h
-    if isinstance(state, jax.Array) or hasattr(state, "shape"):
-        return state
-    raise TypeError(f"cannot tell which part of a {type(state).__name__} state to read out; give the cell an "
-                    "output(state) method")
 
 
 def _outputs(cell, params: ReadoutParams, xs, perturbation):

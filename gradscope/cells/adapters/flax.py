@@ -38,7 +38,13 @@ class _FlaxCell(AdaptedCell):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LinenCell(_FlaxCell):
-    """A ``flax.linen`` recurrent cell; ``params`` are the variables ``cell.apply`` takes."""
+    """A ``flax.linen`` recurrent cell; ``params`` are the variables ``cell.apply`` takes.
+
+    A linen module holds no parameters, so the adapter may be made without them
+    (``from_flax(cell)``): then ``params`` and ``input_size`` are ``None`` and every
+    analysis takes the variables as its ``params`` argument and reads the input size
+    from their input kernel (:meth:`input_size_for`).
+    """
 
     library = "flax.linen"
 
@@ -51,6 +57,31 @@ class LinenCell(_FlaxCell):
         variables = params if isinstance(params, Mapping) and "params" in params else {"params": params}
         carry, _ = self.module.apply(variables, h, x)
         return _like(carry, h)
+
+    def input_size_for(self, params) -> int:
+        """The input size the analysis of ``params`` needs: read from their input kernel.
+
+        Raises:
+            ValueError: ``params`` is ``None`` (no variables anywhere), has no input kernel
+                while the adapter's input size is unknown, or disagrees with it.
+        """
+        if params is None:
+            raise ValueError(f"this {type(self.module).__name__} adapter was made without variables, and "
+                             "params=None was passed: pass the cell's variables (from cell.init) as params, "
+                             "e.g. jacobian_spectra(adapted, variables, xs)")
+        return _linen_input_size(params, self.input_size)
+
+    def init(self, key, *args, **kwargs):
+        """Fresh parameters (see :meth:`AdaptedCell.init`); needs the variables' shapes.
+
+        Raises:
+            ValueError: the adapter was made without variables or an input size.
+        """
+        if self.params is None:
+            raise ValueError(f"this {type(self.module).__name__} adapter was made without variables, so "
+                             "gradscope cannot know its parameter shapes to draw new ones (compare needs "
+                             "them): wrap it with from_flax(cell, variables) or from_flax(cell, input_size=...)")
+        return super().init(key, *args, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -68,10 +99,15 @@ class NNXCell(_FlaxCell):
     library = "flax.nnx"
 
     def step(self, params, h, x):
-        """``carry, _ = nnx.merge(graphdef, params, rest)(carry, x)``."""
+        """``carry, _ = nnx.merge(graphdef, params, rest)(carry, x)``; ``params`` may be the module itself."""
         nnx = importlib.import_module("flax.nnx")
-        carry, _ = nnx.merge(self.graphdef, params, self.rest)(h, x)
+        carry, _ = nnx.merge(self.graphdef, _param_state(nnx, params), self.rest)(h, x)
         return _like(carry, h)
+
+
+def _param_state(nnx, params):
+    """An nnx module given as ``params`` stands for its ``nnx.Param`` state."""
+    return nnx.state(params, nnx.Param) if isinstance(params, nnx.Module) else params
 
 
 def _carry_names(template) -> tuple:
@@ -99,14 +135,13 @@ def _from_linen(cell, variables, input_size, key):
     if not hasattr(cell, "features") or not hasattr(cell, "initialize_carry"):
         raise TypeError(f"expected a flax.linen recurrent cell (an nn.RNNCellBase such as nn.LSTMCell), "
                         f"got {type(cell).__name__}")
-    if variables is None:
-        if input_size is None:
-            raise ValueError("a linen cell does not know its input size: pass its variables "
-                             "(from cell.init) or input_size=... to initialize them here")
+    if variables is None and input_size is not None:
         carry = cell.initialize_carry(jax.random.key(0), (int(input_size),))
         variables = cell.init(key, carry, jnp.zeros((int(input_size),), jnp.float32))
-    input_size = _linen_input_size(variables, input_size)
-    template = jax.eval_shape(lambda k: cell.initialize_carry(k, (input_size,)), jax.random.key(0))
+    if variables is not None:
+        input_size = _linen_input_size(variables, input_size)
+    # the carry's structure does not depend on the input size (1 stands in for an unknown one)
+    template = jax.eval_shape(lambda k: cell.initialize_carry(k, (input_size or 1,)), jax.random.key(0))
     return LinenCell(cell, variables, input_size, int(cell.features), _carry_names(template))
 
 
@@ -118,7 +153,7 @@ def _from_nnx(cell, params):
                             f"got {type(cell).__name__}")
     graphdef, own_params, rest = nnx.split(cell, nnx.Param, ...)
     template = jax.eval_shape(lambda: cell.initialize_carry((cell.in_features,), rngs=nnx.Rngs(0)))
-    return NNXCell(cell, own_params if params is None else params, int(cell.in_features),
+    return NNXCell(cell, own_params if params is None else _param_state(nnx, params), int(cell.in_features),
                    int(cell.hidden_features), _carry_names(template), graphdef=graphdef, rest=rest)
 
 
@@ -128,30 +163,40 @@ def from_flax(cell, params=None, *, input_size: int | None = None, key=None) -> 
     Works with linen ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``,
     ``SimpleCell``, ``MGUCell`` and nnx ``LSTMCell``, ``OptimizedLSTMCell``,
     ``GRUCell``, ``SimpleCell`` (any cell with Flax's ``carry, y = cell(carry, x)``
-    convention and a carry of ``h`` or ``(c, h)``):
+    convention and a carry of ``h`` or ``(c, h)``). A linen module holds no
+    parameters, so its variables may come with the analysis instead:
 
-    >>> cell = nn.LSTMCell(features=32)
-    >>> variables = cell.init(key, cell.initialize_carry(key, (3,)), jnp.zeros(3))
-    >>> adapted = gradscope.cells.from_flax(cell, variables)
-    >>> gradscope.jacobian_spectra(adapted, adapted.params, xs)   # xs: (T, 3)
+    >>> adapted = gradscope.cells.from_flax(nn.LSTMCell(features=32))
+    >>> gradscope.jacobian_spectra(adapted, variables, xs)   # variables from cell.init; xs: (T, 3)
+
+    An nnx module holds its parameters; the module itself is accepted as ``params``:
+
+    >>> cell = nnx.GRUCell(3, 32, rngs=nnx.Rngs(0))
+    >>> gradscope.jacobian_spectra(gradscope.cells.from_flax(cell), cell, xs)
 
     Args:
         cell: a ``flax.linen`` cell module (unbound) or a ``flax.nnx`` cell.
-        params: linen: the variables from ``cell.init`` (or a bare params tree);
-            ``None`` initializes them with the cell's own initializers from ``key``
-            (then ``input_size`` is needed). nnx: ``None`` takes the cell's own
-            ``nnx.Param`` state; pass another state of the same structure to override.
-        input_size: size of each input; inferred from the parameters when omitted.
-        key: PRNG key for initializing a linen cell without ``params`` (default key 0).
+        params: linen: the variables from ``cell.init`` (or a bare params tree), or
+            ``None``: then ``adapted.params`` is ``None`` and each analysis takes the
+            variables as its ``params`` (with ``input_size``, variables are initialized
+            here with the cell's own initializers from ``key``). nnx: ``None`` takes the
+            cell's own ``nnx.Param`` state; pass another state, or another module of the
+            same structure, to override.
+        input_size: size of each input; inferred from the parameters when omitted
+            (for a linen cell without variables: at analysis time, from the variables
+            passed then).
+        key: PRNG key for initializing a linen cell from ``input_size`` (default key 0).
 
     Returns:
         :class:`LinenCell` or :class:`NNXCell`; pass ``adapted.params`` (or your own
-        variables/state) as ``params`` to :func:`gradscope.jacobian_spectra`.
+        variables/state/module) as ``params`` to :func:`gradscope.jacobian_spectra`.
+        :func:`gradscope.compare` needs parameter shapes: a linen cell for it needs
+        ``params`` or ``input_size``.
 
     Raises:
         ImportError: Flax is not installed (``pip install gradscope[flax]``).
         TypeError: ``cell`` is not a Flax recurrent cell.
-        ValueError: the input size can be neither inferred nor was given.
+        ValueError: ``input_size`` disagrees with the parameters.
     """
     _require("flax", "flax", "from_flax")
     linen, nnx = importlib.import_module("flax.linen"), importlib.import_module("flax.nnx")
