@@ -47,7 +47,8 @@ def test_orthogonal_rms_rate_matches_mean_field(wide_orthogonal):
     d, tolerance = wide_orthogonal
     assert np.all(d.finite)
     expected = theory.mean_field(d.cell.activation, d.sigma_w[None, None, :], d.sigma_b[None, :, None],
-                                 d.input_scale[:, None, None], initial_variance=1.0).rms_rate
+                                 d.input_scale[:, None, None], input_size=d.cell.input_size,
+                                 initial_variance=1.0).rms_rate
     np.testing.assert_allclose(d.theory_rms_rate, expected, rtol=1e-6)
     # the grid spans both phases
     assert d.theory_rms_rate.min() < -0.05 and d.theory_rms_rate.max() > 0.05
@@ -66,7 +67,7 @@ def test_untied_stack_follows_mean_field():
     d = phase.phase_diagram(cell, [0.7, 1.3, 1.6], [0.0, 0.5], 0.0, seeds=1, num_steps=60, transient=15,
                             num_lags=4, recurrent="normal", untied=True)
     assert d.untied and d.critical_sigma_w.shape == (1, 2)
-    np.testing.assert_allclose(d.critical_sigma_w[0], theory.critical_sigma_w("tanh", [0.0, 0.5]), rtol=1e-6)
+    np.testing.assert_allclose(d.critical_sigma_w[0], theory.critical_sigma_w("tanh", [0.0, 0.5]), rtol=1e-6)  # no input
     np.testing.assert_allclose(d.mean("rms_rate"), d.theory_rms_rate, atol=0.02)
 
 
