@@ -249,3 +249,39 @@ def test_narrow_input_theory_predicts_the_measured_rate_of_a_one_input_cell():
         assert np.max(np.abs(narrow)) < 0.04 and abs(np.mean(narrow)) < 0.02, (label, narrow)
         if gain == 1.0:
             assert np.mean(wide) > 0.04, wide
+
+
+# --- products of Gaussian matrices: which norm grows how ------------------------------------------
+
+def _linear_gaussian_spectra(n, lags, seed, untied):
+    """Spectra of P_k for a linear cell with N(0, 1/n) recurrent entries: W^k (tied) or k fresh matrices."""
+    cell = gs.VanillaRNN(n, activation="linear")
+    steps = max(lags)
+    keys = jax.random.split(jax.random.key(seed), steps)
+    init = lambda k: cell.init(k, recurrent_init="lecun_normal")  # noqa: E731
+    params = jax.vmap(init)(keys) if untied else init(keys[0])
+    return gs.jacobian_spectra(cell, params, jnp.zeros((steps, 1)), untied=untied, lags=lags).lag_metrics()
+
+
+def test_power_of_one_gaussian_matrix_keeps_mean_squared_singular_value_one():
+    # ||W^k||_F^2 / n -> 1 (the Fuss-Catalan mean) at moderate k, not (k + 1): log 9 = 2.2 at k = 8
+    lags = (1, 4, 8)
+    log_rms = np.mean([np.asarray(_linear_gaussian_spectra(256, lags, seed, untied=False).log_rms)
+                       for seed in range(6)], axis=0)
+    np.testing.assert_allclose(2 * log_rms, 0.0, atol=0.06)  # measured spread over draws ~0.02 at k = 8
+
+
+def test_sigma_max_gap_of_gaussian_products_follows_the_fuss_catalan_edge():
+    n, lags = 128, (1, 5, 20)
+    gaps = np.mean([np.asarray(m.log_sigma_max - m.log_rms) for m in
+                    (_linear_gaussian_spectra(n, lags, seed, untied=True) for seed in range(8))], axis=0)
+    # the edge's finite-n (Tracy-Widom) fluctuation is a few hundredths at n = 128; the old claim
+    # log(e (k + 1)) would be twice the gap
+    np.testing.assert_allclose(gaps, theory.gaussian_product_gap(lags, n), atol=0.08)
+    assert np.all(np.abs(gaps - np.log(np.e * (np.asarray(lags) + 1))) > 0.5)
+    # the infinite-n limit: 1/2 [(k+1) log(k+1) - k log k] -> 1/2 log(e (k+1)); at most 1/2 log n at finite n
+    k = np.array([1, 10, 1000])
+    np.testing.assert_allclose(theory.gaussian_product_gap(k), 0.5 * ((k + 1) * np.log(k + 1) - k * np.log(k)))
+    assert abs(theory.gaussian_product_gap(10**6) - 0.5 * np.log(np.e * (10**6 + 1))) < 1e-6
+    assert np.all(theory.gaussian_product_gap([1, 50, 10**6], 64) < 0.5 * np.log(64))
+    assert theory.gaussian_product_gap(0, 64) == 0.0 and np.all(theory.gaussian_product_gap([3, 9], 1) == 0)

@@ -56,6 +56,7 @@ from gradscope.analysis import metrics
 from gradscope.analysis import spectra
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
+from gradscope.core.types import CellOrStep, Inputs, Lags, Params, State
 
 __all__ = [
     "Profile",
@@ -450,7 +451,8 @@ def _profile_core(step, params, xs, h0, max_lag, spectrum_lags, direction, untie
     return engine.over_batch_axes(one, batch_axes)(xs)
 
 
-def jacobian_profile(cell_or_step, params, xs, h0=None, *, spectrum_lags="log", num_log_lags: int = 32,
+def jacobian_profile(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None, *,
+                     spectrum_lags: Lags = "log", num_log_lags: int = 32,
                      max_lag: int | None = None, block: int = 4, power_iters: int = 0,
                      max_power_iters: int = 4, tol: float = 1e-3, direction: str = "backward", dtype=None,
                      untied: bool = False, batch_axes: int | None = None) -> Profile:
@@ -504,7 +506,8 @@ def jacobian_profile(cell_or_step, params, xs, h0=None, *, spectrum_lags="log", 
     return result
 
 
-def norm_profile(cell_or_step, params, xs, h0=None, **options) -> Profile:
+def norm_profile(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None,
+                 **options) -> Profile:
     """sigma_max and RMS singular value at every lag, with no SVD at all (the norms-only mode).
 
     Same as :func:`jacobian_profile` with ``spectrum_lags=None``; far cheaper than full
@@ -525,7 +528,8 @@ def _top_core(step, params, xs, h0, key, lags, k, oversample, power_iters, direc
     return engine.over_batch_axes(one, batch_axes)(xs)
 
 
-def top_singular_values(cell_or_step, params, xs, h0=None, *, k: int = 8, lags="log", num_log_lags: int = 32,
+def top_singular_values(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None, *,
+                        k: int = 8, lags: Lags = "log", num_log_lags: int = 32,
                         oversample: int = 8, power_iters: int = 1, seed: int = 0, direction: str = "backward",
                         dtype=None, untied: bool = False, batch_axes: int | None = None) -> TopSpectra:
     """The k largest singular values of each kept product, matrix-free (for large n).

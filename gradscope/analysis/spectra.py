@@ -17,6 +17,7 @@ from gradscope.analysis import metrics
 from gradscope.core import pipeline
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
+from gradscope.core.types import CellOrStep, DTypeLike, Inputs, Lags, Params, State
 
 __all__ = ["PreparedInputs", "Spectra", "block_indices", "forward_spectra", "jacobian_spectra", "prepare_inputs", "spectra_of"]
 
@@ -199,7 +200,7 @@ class PreparedInputs(NamedTuple):
     batch_axes: int
 
 
-def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backward", dtype=None,
+def prepare_inputs(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None, *, direction: str = "backward", dtype=None,
                    untied: bool = False, batch_axes: int | None = None) -> PreparedInputs:
     """The input checks and casts every analysis entry point shares.
 
@@ -234,8 +235,8 @@ def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backw
     return PreparedInputs(step, params, xs, h0, num_steps, batch_axes)
 
 
-def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
-                     direction: str = "backward", dtype=None, untied: bool = False,
+def jacobian_spectra(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None, *,
+                     lags: Lags = "all", num_log_lags: int = 32, direction: str = "backward", dtype: DTypeLike = None, untied: bool = False,
                      batch_axes: int | None = None, chunk: int | None = None, block=None,
                      pipelined: bool | None = None, progress: bool | None = None) -> Spectra:
     """Singular values of ``dh_T/dh_{T-k}`` for every requested lag k, in one reverse sweep.
@@ -317,7 +318,8 @@ def _pipelined_spectra(step, params, xs, h0, lags, direction, untied, batch_axes
     return Spectra(out.log_singular_values, out.log_frobenius, out.log_floor, out.finite, lags, direction)
 
 
-def forward_spectra(cell_or_step, params, xs, h0=None, **options) -> Spectra:
+def forward_spectra(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None,
+                    **options) -> Spectra:
     """Singular values of the forward (perturbation) product ``dh_k/dh_0``; see :func:`jacobian_spectra`."""
     return jacobian_spectra(cell_or_step, params, xs, h0, direction="forward", **options)
 

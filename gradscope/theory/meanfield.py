@@ -89,6 +89,7 @@ __all__ = [
     "derivative_bound",
     "fixed_linear_lyapunov",
     "gaussian_mean",
+    "gaussian_product_gap",
     "ginibre_lyapunov",
     "mean_field",
     "mean_field_path",
@@ -759,6 +760,53 @@ def ginibre_lyapunov(n: int, sigma: float = 1.0) -> np.ndarray:
         raise ValueError(f"sigma must be > 0, got {sigma!r}")
     dof = np.arange(n, 0, -1, dtype=np.float64)
     return np.log(sigma) + 0.5 * (np.log(2.0 / n) + scipy.special.digamma(dof / 2.0))
+
+
+def gaussian_product_gap(lags, n: int | None = None) -> np.ndarray:
+    r""":math:`\log\sigma_{\max} - \log\text{RMS}` of a product of ``k`` Gaussian matrices, per lag.
+
+    For k independent n x n matrices with i.i.d. :math:`N(0, 1/n)` entries (and, as
+    n grows, for the power :math:`W^k` of one such matrix) the squared singular values
+    of the product follow, as :math:`n \to \infty`, the Fuss-Catalan law of order k
+    (Penson & Zyczkowski 2011; for powers Alexeev, Goetze & Tikhomirov 2010). Its mean
+    is 1, so the RMS singular value is 1, and its right edge is
+    :math:`E_k = (k+1)^{k+1}/k^k`, so
+
+    .. math::
+        \log\sigma_{\max} - \log\text{RMS} \to \tfrac12\log E_k
+        = \tfrac12\big[(k+1)\log(k+1) - k\log k\big]
+        = \tfrac12\log\big(e(k+1)\big) - O(1/k).
+
+    At finite n the gap can never exceed :math:`\tfrac12\log n` (since
+    :math:`\sigma_{\max}^2 \le \sum_i\sigma_i^2 = n\,\text{RMS}^2`), which a long
+    product approaches as it tends to rank one. With ``n`` given, the value is
+    :math:`\tfrac12\log\big(E_k n/(E_k + n - 1)\big)`, an interpolation between the two
+    limits that is exact at k = 0 and at n = 1 (not derived otherwise; the docs page
+    checks it against measurement over n = 64..512, k = 1..200).
+
+    This is why a spectral-norm rate (``Summary.rate``) of a random product is biased
+    upward against the RMS rate that mean-field theory predicts: the gap grows like
+    :math:`\tfrac12\log k`, so its slope over the fitted lags adds to the rate.
+
+    Args:
+        lags: the numbers of factors k >= 0 (k = 0 gives 0: the identity).
+        n: the matrix size, or None for the infinite-n limit.
+
+    Returns:
+        The gap in nats, shaped like ``lags``.
+
+    Raises:
+        ValueError: a negative lag or ``n < 1``.
+    """
+    k = np.asarray(lags, dtype=np.float64)
+    if np.any(k < 0):
+        raise ValueError(f"lags must be >= 0, got {lags!r}")
+    log_edge = (k + 1) * np.log1p(k) - scipy.special.xlogy(k, k)
+    if n is None:
+        return 0.5 * log_edge
+    if not n >= 1:
+        raise ValueError(f"n must be >= 1 (the matrix size), got {n!r}")
+    return 0.5 * (log_edge + np.log(n) - np.log(np.expm1(log_edge) + n))
 
 
 def fixed_linear_lyapunov(recurrent_kernel) -> np.ndarray:
