@@ -8,6 +8,8 @@ singular values with NumPy in float64.
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,3 +126,11 @@ class Reference:
 def reference():
     """The independent jacrev + NumPy reference (see :class:`Reference`)."""
     return Reference
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close every matplotlib figure a test left open (without loading matplotlib where no test did)."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")

@@ -44,12 +44,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
 from gradscope.core import engine
 from gradscope.analysis import metrics
@@ -57,6 +56,9 @@ from gradscope.analysis import spectra
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
 from gradscope.core.types import CellOrStep, Inputs, Lags, Params, State
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "Profile",
@@ -165,6 +167,8 @@ class Profile:
         table = {"init": label, "seed": seeds.ravel(), "lag": lags.ravel()}
         table.update({k: v.ravel() for k, v in columns.items()})
         table["spectrum_measured"] = np.broadcast_to(self.spectrum_mask, lags.shape).ravel()
+        import pandas as pd  # only the table needs it: importing the profile stays light
+
         return pd.DataFrame(table)
 
 
