@@ -12,10 +12,11 @@ Tolerances for the measured RMS rate against 1/2 log chi1 (nats per step):
   does not shrink with n; the same at every sigma_w) that averages to the mean-field
   value over draws (and vanishes with untied weights, which redraw the offset at every
   step).
-* Gaussian tied W, n = 256: 0.08. A single Ginibre W is non-normal: ||W^k||_F^2/n grows
-  like sigma^2k (k+1), an upward bias of about log(k+1)/(2k) per step over the fitted
-  lags (0.04 at k = 50) in the ordered phase, and its spectral edge fluctuates by
-  O(n^-1/2) (a few percent at n = 256); observed deviations reach 0.06.
+* Gaussian tied W, n = 256: 0.08. For large n the powers of one Gaussian W keep
+  ||W^k||_F^2/n near sigma^2k (the Fuss-Catalan mean is 1), but at finite n its spectral
+  radius exceeds sigma by a few percent (1.056 sigma on average at n = 256; docs/theory.md
+  measures it), so once k passes about sqrt(n) the RMS rate drifts upward by up to
+  log(rho/sigma) per step; observed deviations reach 0.06.
 * untied Gaussian (deep feed-forward stack), n = 128: 0.02, about twice the fluctuation
   of an average over 45 independent layers (observed below 0.01 away from the critical point;
   exactly at sigma_w = 1, sigma_b = 0 the variance decays like 1/(2t) and the finite-depth

@@ -55,7 +55,7 @@ def test_tanh_ordered_without_bias_has_zero_fixed_point():
 @pytest.mark.parametrize("sigma_w, sigma_b, sigma_x", [(1.5, 0.0, 0.0), (1.0, 0.3, 0.5), (3.0, 0.5, 1.0)])
 def test_tanh_mean_field_matches_adaptive_quadrature(sigma_w, sigma_b, sigma_x):
     q_ref, chi_ref = _tanh_reference(sigma_w, sigma_b, sigma_x)
-    result = theory.mean_field("tanh", sigma_w, sigma_b, sigma_x)
+    result = theory.mean_field("tanh", sigma_w, sigma_b, sigma_x, input_size=math.inf)
     assert bool(result.converged)
     np.testing.assert_allclose(float(result.q_star), q_ref, rtol=1e-4)
     np.testing.assert_allclose(float(result.chi1), chi_ref, rtol=1e-4)

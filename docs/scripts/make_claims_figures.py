@@ -384,13 +384,28 @@ def orthogonal_tanh():
                     "critical_rms_rate": signed(critical_row["rms_rate"]),
                     "critical_rate": signed(critical_row["rate"]), "critical_verdict": critical_row["verdict"],
                     "orth_rms_1": signed(row(table, "tanh, input 1")["rms_rate"])})
-    wider = gradscope.compare(gradscope.VanillaRNN(4 * HIDDEN), [("orthogonal", {"gain": critical})], seeds=SEEDS,
-                              num_steps=STEPS, progress=False).to_dataframe().iloc[0]
-    print(f"[orthogonal] n = {4 * HIDDEN} at the critical gain: rms_rate {wider['rms_rate']:.4f}")
-    NUMBERS.update({"critical_wider_n": str(4 * HIDDEN), "critical_wider_rms": signed(wider["rms_rate"])})
+    along = {scale: path_prediction(1.0, scale) for scale in scales}
+    wider = gradscope.compare(gradscope.VanillaRNN(4 * HIDDEN), ["orthogonal"], seeds=SEEDS, num_steps=STEPS,
+                              input_scale=scales[-1], progress=False).to_dataframe().iloc[0]
+    print(f"[orthogonal] mean field along the seeds' inputs {along}; n = {4 * HIDDEN}, input {scales[-1]:g}: "
+          f"rms_rate {wider['rms_rate']:.4f}")
+    NUMBERS.update({"orth_path_predicted": join(signed(v) for v in along.values()),
+                    "critical_path_predicted": signed(path_prediction(critical, 1.0)),
+                    "wider_n": str(4 * HIDDEN), "wider_rms": signed(wider["rms_rate"]),
+                    "wider_path": signed(along[scales[-1]])})
     drawn = [label for label in spectra if label != "tanh, input 0"]  # it coincides with the linear cell
     return profile_and_summary(spectra, table, f"Orthogonal RNN, gain 1 unless g given,\nn={HIDDEN}, {SEEDS} seeds",
                                inits=drawn, aspect=1.15)
+
+
+def path_prediction(gain: float, scale: float) -> float:
+    """Seed mean of the RMS rate that the time-varying mean field predicts along each seed's own inputs
+    (``theory.mean_field_path``), fitted over the same lags as the measurement."""
+    xs = np.asarray(gradscope.comparison.make_inputs("gaussian", tuple(range(SEEDS)), STEPS, 1, scale, np.float32))
+    lags = np.arange(1, STEPS + 1)
+    slopes = [np.polyfit(lags, theory.mean_field_path("tanh", gain, (x**2).mean(-1), initial_variance=0.0)
+                         .log_rms(lags), 1)[0] for x in xs]
+    return float(np.mean(slopes))
 
 
 def join(texts) -> str:

@@ -220,7 +220,7 @@ def calibrate(cell, initializer="orthogonal", *, bracket: tuple[float, float] = 
         num_steps: the horizon T.
         transient: steps excluded from the fit (default ``num_steps // 2``).
         num_lags: evenly spaced lags the rate is fitted on.
-        inputs: ``"gaussian"``, ``"zeros"`` or an array (see :func:`gradscope.compare.make_inputs`).
+        inputs: ``"gaussian"``, ``"zeros"`` or an array (see :func:`gradscope.analysis.comparison.make_inputs`).
         input_scale: standard deviation of Gaussian inputs.
         input_init: initializers of the other parameters (fixed).
         bias_init: initializers of the other parameters (fixed).
