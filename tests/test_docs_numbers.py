@@ -149,3 +149,14 @@ def test_the_lint_catches_what_it_should():
     problems = stray_numbers("demo.md", page)
     assert [p.split(":")[1] for p in problems] == ["1", "6", "9", "10"], problems
     assert stray_numbers("demo.md", "fine <!--gen:x.y-->\n```text\n1 2 3\n```\n<!--/gen--> text\n") == []
+
+
+_INLINE_SPAN_AT_LINE_START = re.compile(r"^[ \t]*<!--gen:[\w.-]+-->(?![ \t]*$)", re.M)
+
+
+@pytest.mark.parametrize("page", _linted_pages(), ids=lambda p: p.name)
+def test_inline_spans_do_not_start_a_line(page):
+    # Markdown reads a line that starts with "<!--" as the start of an HTML block: inside a paragraph
+    # it would break the paragraph there. Inline spans go after some text; block spans sit on their own lines.
+    lines = [page.read_text()[:m.start()].count("\n") + 1 for m in _INLINE_SPAN_AT_LINE_START.finditer(page.read_text())]
+    assert not lines, f"{page.name}: inline generated spans at the start of lines {lines}"
