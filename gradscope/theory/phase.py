@@ -12,7 +12,8 @@ family each recurrent entry has variance :math:`\sigma_w^2/n`, each bias entry
 :math:`\sigma_b^2`, and with the default ``lecun_normal`` input kernel each
 pre-activation receives input variance :math:`\sigma_x^2 = s^2`: exactly the
 parameters of :func:`gradscope.theory.mean_field`, whose prediction and critical line
-the result carries.
+the result carries, for the cell's own ``input_size`` (with few inputs the input
+variance fluctuates from step to step, and the time-varying mean field applies).
 """
 
 from __future__ import annotations
