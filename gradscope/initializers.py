@@ -28,8 +28,25 @@ zeros / constant    value                                      0
 ``xavier_*`` and ``kaiming_*`` are aliases of ``glorot_*`` and ``he_*``.
 
 The ``*_normal`` names draw from an untruncated normal by default, as the papers
-and PyTorch do; pass ``distribution="truncated_normal"`` for JAX's default, whose
-variance is corrected for the truncation.
+and PyTorch's ``kaiming_normal_``/``xavier_normal_`` do; pass
+``distribution="truncated_normal"`` for JAX's default, whose variance is corrected for
+the truncation.
+
+**Truncation.** ``truncated_normal`` cuts at +-2 *standard deviations*, as JAX and
+Keras/TensorFlow do, which leaves 0.774 of the nominal variance. PyTorch's
+``torch.nn.init.trunc_normal_(std=s)`` cuts at the *absolute* values ``a=-2, b=2`` by
+default: for a small ``s`` (0.1: twenty standard deviations) it is practically
+untruncated, with the full variance; only at ``s = 1`` does it match JAX's cut.
+
+**Gate-stacked kernels.** gradscope's cells initialize LSTM/GRU kernels one gate
+block at a time (:func:`per_block`), as Flax does (its ``LSTMCell`` gives every gate
+its own ``Dense`` layer). PyTorch and Keras do not: ``torch.nn.LSTM``/``GRU`` draw
+every weight from ``U(-1/sqrt(hidden), 1/sqrt(hidden))``; ``torch.nn.init.orthogonal_``
+on ``weight_hh`` (``4n x n``) makes the whole stack orthogonal, not each gate, and
+``xavier_*_`` there use the stacked fans; Keras's default
+``recurrent_initializer="orthogonal"`` also acts on the whole ``(n, 4n)`` kernel. Each
+gate block of a whole-stack orthogonal kernel has singular values spread between
+about 0 and 0.87 (mean square 1/4), not all 1.
 """
 
 from __future__ import annotations
@@ -130,7 +147,11 @@ def uniform(scale: float = 1.0) -> Initializer:
 
 
 def truncated_normal(stddev: float = 1.0) -> Initializer:
-    """N(0, stddev^2) truncated at +-2 stddev, *not* variance-corrected (Var = 0.774 stddev^2)."""
+    """N(0, stddev^2) truncated at +-2 stddev, *not* variance-corrected (Var = 0.774 stddev^2).
+
+    The cut is in standard deviations, as in JAX and Keras/TensorFlow; PyTorch's
+    ``trunc_normal_`` cuts at absolute +-2 instead (see the module docstring).
+    """
     return jinit.truncated_normal(stddev)
 
 
@@ -147,9 +168,11 @@ def constant(value: float = 0.0) -> Initializer:
 def per_block(init: Initializer, num_blocks: int) -> Initializer:
     """Initialize a gate-stacked kernel ``(fan_in, num_blocks * n)`` one ``(fan_in, n)`` block at a time.
 
-    Each block gets its own key and its own fans, as Flax and PyTorch do for LSTM/GRU
-    gates. An orthogonal initializer therefore makes *each gate's* block orthogonal,
-    which initializing the whole stack at once does not.
+    Each block gets its own key and its own fans, as Flax does for LSTM/GRU gates
+    (PyTorch's ``init.orthogonal_``/``xavier_*_`` on ``weight_hh`` and Keras's default
+    orthogonal recurrent initializer act on the whole stack instead). An orthogonal
+    initializer therefore makes *each gate's* block orthogonal, which initializing the
+    whole stack at once does not.
     """
 
     def init_stacked(key, shape, dtype=jnp.float32):

@@ -9,6 +9,7 @@ singular values with NumPy in float64.
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -130,3 +131,11 @@ class Reference:
 def reference():
     """The independent jacrev + NumPy reference (see :class:`Reference`)."""
     return Reference
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close every matplotlib figure a test left open (without loading matplotlib where no test did)."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")

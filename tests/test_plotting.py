@@ -29,12 +29,6 @@ def comparison():
     return gradscope.compare(gradscope.VanillaRNN(8), INITS, seeds=SEEDS, num_steps=STEPS, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def _mean_lines(ax):
     """Lines drawn by a profile plot (the legend uses proxy artists that are not on the axes)."""
     return [line for line in ax.get_lines() if line.get_label().startswith(tuple(_labels_seen(ax)))]

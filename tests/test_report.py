@@ -35,12 +35,6 @@ def comparison():
     return gradscope.compare(gradscope.VanillaRNN(8), INITS, seeds=SEEDS, num_steps=STEPS, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def test_metrics_records_are_strict_json_with_null_for_non_finite():
     table = pd.DataFrame({"init": ["a", "b"], "rate": [np.float32(-0.5), np.nan],
                           "horizon": [np.inf, 3.25], "seeds": np.array([4, 4], np.int64),

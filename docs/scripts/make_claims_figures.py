@@ -4,9 +4,11 @@ Run from the repository root:
 
     python docs/scripts/make_claims_figures.py
 
-It prints every number quoted on the page and writes ``docs/figures/claims_*.png``.
-It needs about a minute of CPU time (hidden size 64, T = 100, 4 seeds), one to three
-minutes of wall-clock time on a laptop.
+It records every number the page shows in ``docs/data/claims.json`` (through
+``docnumbers.Numbers``; the printed outputs as whole blocks), rewrites the page's
+marked spans from that store, and writes ``docs/figures/claims_*.png``. It needs about
+a minute of CPU time (hidden size 64, T = 100, 4 seeds), one to three minutes of
+wall-clock time on a laptop.
 
 Every measured number comes from gradscope: weight samples are drawn with
 ``gradscope.initializers``, gradient spectra with ``gradscope.compare`` /
@@ -20,6 +22,8 @@ beforehand.
 from __future__ import annotations
 
 import math
+import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,7 +40,12 @@ import pandas as pd  # noqa: E402
 import gradscope  # noqa: E402
 from gradscope import initializers, plotting, theory  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docnumbers import Numbers, write_pages  # noqa: E402
+
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
+NUMBERS = Numbers("claims")
+OUTPUTS: dict[str, list[str]] = defaultdict(list)   # output block name -> its printed lines
 HIDDEN = 64          # units of the RNNs whose gradients are measured
 STEPS = 100          # horizon T
 SEEDS = 4
@@ -89,15 +98,31 @@ def rounded(values, digits: int) -> list[float]:
     return np.round(np.asarray(values, np.float64), digits).tolist()
 
 
-def report(claim: str, text: str) -> None:
-    """Print one line of a claim's numbers."""
-    print(f"[{claim}] {text}")
+def report(block: str, text: str) -> None:
+    """Print one line of an output block of the page, and keep it for the block's stored text."""
+    print(f"[{block}] {text}")
+    OUTPUTS[block].append(text)
 
 
-def report_table(claim: str, table: pd.DataFrame) -> None:
-    """Print a metrics table (rates in nats per step, horizon in steps)."""
-    print(f"[{claim}] gradient metrics (seed means; rate = slope of log sigma_max, rms_rate = of log RMS sigma):")
-    print(table[TABLE_COLUMNS].to_string(index=False))
+def report_table(block: str, table: pd.DataFrame) -> None:
+    """Print a metrics table (seed means; rates in nats per step, horizon in steps) into an output block."""
+    report(block, table[TABLE_COLUMNS].to_string(index=False))
+
+
+def store_outputs() -> None:
+    """Every output block as the fenced ``text`` block the page shows."""
+    for block, lines in OUTPUTS.items():
+        NUMBERS[block] = "```text\n" + "\n".join(lines) + "\n```"
+
+
+def signed(value: float, digits: int = 4) -> str:
+    """A number with a typographic minus sign (the page's style), e.g. ``−0.4030``."""
+    return f"{value:.{digits}f}".replace("-", "−")
+
+
+def row(table: pd.DataFrame, label: str) -> pd.Series:
+    """The summary row of one initializer label."""
+    return table.set_index("init").loc[label]
 
 
 def save(fig, name: str) -> None:
@@ -133,8 +158,9 @@ def he_formula() -> FormulaCheck:
     """Claim 1: He std = 2/n_in (claimed) vs sqrt(2/n_in) (correct)."""
     n_in = SAMPLE_SHAPE[0]
     check = FormulaCheck(f"he_normal {SAMPLE_SHAPE}", sample_std("he_normal"), 2 / n_in, math.sqrt(2 / n_in))
-    report("1", f"he_normal {SAMPLE_SHAPE}: sample std {check.measured:.5f} | claimed 2/n_in = {check.claimed:.5f}"
-                f" | correct sqrt(2/n_in) = {check.correct:.5f}")
+    report("he_formula", f"he_normal {SAMPLE_SHAPE}: sample std {check.measured:.5f} | claimed 2/n_in = "
+                         f"{check.claimed:.5f} | correct sqrt(2/n_in) = {check.correct:.5f}")
+    NUMBERS["he_too_small"] = f"{check.correct / check.claimed:.0f}"
     return check
 
 
@@ -143,8 +169,11 @@ def glorot_formula() -> FormulaCheck:
     n_in, n_out = GLOROT_SHAPE
     check = FormulaCheck(f"glorot_normal {GLOROT_SHAPE}", sample_std("glorot_normal", GLOROT_SHAPE),
                          math.sqrt(2 / (n_in * n_out)), math.sqrt(2 / (n_in + n_out)))
-    report("2", f"glorot_normal {GLOROT_SHAPE}: sample std {check.measured:.5f} | claimed sqrt(2/(n_in*n_out)) = "
-                f"{check.claimed:.5f} | correct sqrt(2/(n_in+n_out)) = {check.correct:.5f}")
+    report("glorot_formula", f"glorot_normal {GLOROT_SHAPE}: sample std {check.measured:.5f} | claimed "
+                             f"sqrt(2/(n_in*n_out)) = {check.claimed:.5f} | correct sqrt(2/(n_in+n_out)) = "
+                             f"{check.correct:.5f}")
+    NUMBERS["glorot_too_small"] = f"{check.correct / check.claimed:.1f}"
+    NUMBERS["glorot_square_too_small"] = f"{math.sqrt(HIDDEN / 2):.1f}"
     return check
 
 
@@ -154,20 +183,29 @@ def glorot_layer_gains() -> None:
     x = jax.random.normal(jax.random.key(11), (4096, n_in))
     g = jax.random.normal(jax.random.key(12), (4096, n_out))
     wrong = ("normal", {"stddev": math.sqrt(2 / (n_in * n_out))})
+    gains = {}
     for label, spec in (("glorot_normal", "glorot_normal"), ("normal(sqrt(2/(n_in*n_out)))", wrong)):
         w = sample(spec, GLOROT_SHAPE)
-        forward, backward = float(jnp.var(x @ w)), float(jnp.var(g @ w.T))
-        report("2", f"{label} {GLOROT_SHAPE}: Var(x W)/Var(x) = {forward:.4f}, Var(g W^T)/Var(g) = {backward:.4f}")
-    report("2", f"correct-formula theory: n_in*Var = {2 * n_in / (n_in + n_out):.4f}, "
-                f"n_out*Var = {2 * n_out / (n_in + n_out):.4f}")
+        gains[label] = float(jnp.var(x @ w)), float(jnp.var(g @ w.T))
+        report("glorot_formula", f"{label} {GLOROT_SHAPE}: Var(x W)/Var(x) = {gains[label][0]:.4f}, "
+                                 f"Var(g W^T)/Var(g) = {gains[label][1]:.4f}")
+    theory_forward, theory_backward = 2 * n_in / (n_in + n_out), 2 * n_out / (n_in + n_out)
+    report("glorot_formula", f"correct-formula theory: n_in*Var = {theory_forward:.4f}, n_out*Var = {theory_backward:.4f}")
+    (forward, backward), (wrong_forward, wrong_backward) = gains.values()
+    NUMBERS.update({"glorot_theory_forward": f"{theory_forward:.1f}", "glorot_theory_backward": f"{theory_backward:.1f}",
+                    "glorot_forward": f"{forward:.4f}", "glorot_backward": f"{backward:.4f}",
+                    "wrong_forward": f"{wrong_forward:.4f}", "wrong_backward": f"{wrong_backward:.4f}",
+                    "wrong_factor": f"{theory_forward / (2 / n_out):.0f}",
+                    "wrong_forward_drop": f"{1 / wrong_forward:.0f}", "wrong_backward_drop": f"{1 / wrong_backward:.0f}"})
 
 
 def xavier_variance() -> FormulaCheck:
     """Claim 3: Xavier variance 1 (claimed) vs 2/(fan_in + fan_out) (correct), square kernel."""
     n = SAMPLE_SHAPE[0]
     check = FormulaCheck(f"glorot_normal ({n}, {n})", sample_std("glorot_normal", (n, n)), 1.0, math.sqrt(1 / n))
-    report("3", f"glorot_normal ({n}, {n}): sample variance {check.measured**2:.6f} | claimed 1 | "
-                f"correct 2/(n_in+n_out) = {check.correct**2:.6f}")
+    report("xavier_formula", f"glorot_normal ({n}, {n}): sample variance {check.measured**2:.6f} | claimed 1 | "
+                             f"correct 2/(n_in+n_out) = {check.correct**2:.6f}")
+    NUMBERS["xavier_square_variance"] = f"{check.correct**2:.4f}"
     return check
 
 
@@ -180,10 +218,13 @@ def truncated_formulas() -> list[FormulaCheck]:
     corrected = FormulaCheck(f"he_normal truncated {SAMPLE_SHAPE}",
                              sample_std(("he_normal", {"distribution": "truncated_normal"})),
                              math.sqrt(2 / n_in), math.sqrt(2 / n_in))
-    report("6", f"truncated_normal(stddev={stddev}): sample variance / stddev^2 = "
-                f"{plain.measured**2 / stddev**2:.4f} | claimed 1 | truncation factor {factor:.4f}")
-    report("6", f"he_normal(distribution='truncated_normal') {SAMPLE_SHAPE}: sample variance / (2/n_in) = "
-                f"{corrected.measured**2 / corrected.correct**2:.4f} (variance_scaling corrects the truncation)")
+    report("truncated_formula", f"truncated_normal(stddev={stddev}): sample variance / stddev^2 = "
+                                f"{plain.measured**2 / stddev**2:.4f} | claimed 1 | truncation factor {factor:.4f}")
+    report("truncated_formula", f"he_normal(distribution='truncated_normal') {SAMPLE_SHAPE}: sample variance / "
+                                f"(2/n_in) = {corrected.measured**2 / corrected.correct**2:.4f} "
+                                "(variance_scaling corrects the truncation)")
+    NUMBERS.update({"truncation_factor": f"{factor:.3f}", "truncation_std_factor": f"{math.sqrt(factor):.3f}",
+                    "truncated_dot": f"{stddev * math.sqrt(factor):.3f}"})
     return [plain, corrected]
 
 
@@ -195,8 +236,14 @@ def truncated_rnn() -> None:
              "lecun_normal truncated": ("lecun_normal", {"distribution": "truncated_normal"})}
     linear = gradscope.compare(gradscope.VanillaRNN(HIDDEN, activation="linear"), inits, seeds=SEEDS,
                                num_steps=STEPS, progress=False)
-    report_table("6", linear.to_dataframe())
-    report("6", f"0.5 * log(truncation factor) = {0.5 * math.log(truncated_variance_factor()):.4f}")
+    table = linear.to_dataframe()
+    report_table("truncated_rnn", table)
+    half_log = 0.5 * math.log(truncated_variance_factor())
+    report("truncated_rnn", f"0.5 * log(truncation factor) = {half_log:.4f}")
+    plain, truncated = row(table, "normal(std=1/sqrt(n))"), row(table, "truncated_normal(std=1/sqrt(n))")
+    NUMBERS.update({"truncated_rms_plain": signed(plain["rms_rate"]), "truncated_rms_cut": signed(truncated["rms_rate"]),
+                    "truncated_rms_drop": f"{plain['rms_rate'] - truncated['rms_rate']:.4f}",
+                    "truncated_half_log": signed(half_log)})
 
 
 def plot_formula_checks(checks: list[FormulaCheck]):
@@ -222,12 +269,14 @@ def plot_formula_checks(checks: list[FormulaCheck]):
 # Claims 1-3: what the wrong formulas do to a recurrent network's gradient
 # ---------------------------------------------------------------------------------------------
 
-def mean_field_line(claim: str, activation: str, entry_std: float, sigma_x: float, label: str) -> None:
-    """Print the mean-field chi_1 and RMS rate of a Gaussian recurrent kernel with entry std ``entry_std``."""
+def mean_field_line(block: str, activation: str, entry_std: float, sigma_x: float, label: str):
+    """Print the mean-field chi_1 and RMS rate of a Gaussian recurrent kernel with entry std ``entry_std``,
+    for the one-input cells of the page (input_size 1: the time-varying mean field)."""
     sigma_w = entry_std * math.sqrt(HIDDEN)
-    field = theory.mean_field(activation, sigma_w, sigma_x=sigma_x, initial_variance=0.0)
-    report(claim, f"mean field {label}: sigma_w = {sigma_w:.4f}, chi_1 = {float(field.chi1):.4f}, "
+    field = theory.mean_field(activation, sigma_w, sigma_x=sigma_x, input_size=1, initial_variance=0.0)
+    report(block, f"mean field {label}: sigma_w = {sigma_w:.4f}, chi_1 = {float(field.chi1):.4f}, "
                   f"predicted rms_rate = {float(field.rms_rate):.4f}")
+    return field
 
 
 def he_rnn():
@@ -237,10 +286,16 @@ def he_rnn():
              "normal(std=2/n)": ("normal", {"stddev": 2 / HIDDEN})}
     relu = gradscope.compare(gradscope.VanillaRNN(HIDDEN, activation="relu"), inits, seeds=SEEDS,
                              num_steps=STEPS, progress=False)
-    report_table("1", relu.to_dataframe())
-    mean_field_line("1", "relu", math.sqrt(2 / HIDDEN), 1.0, "he_normal")
-    mean_field_line("1", "relu", 2 / HIDDEN, 1.0, "std=2/n")
+    table = relu.to_dataframe()
+    report_table("he_rnn", table)
+    mean_field_line("he_rnn", "relu", math.sqrt(2 / HIDDEN), 1.0, "he_normal")
+    wrong_field = mean_field_line("he_rnn", "relu", 2 / HIDDEN, 1.0, "std=2/n")
     he_untied(relu.cell)
+    wrong, he = row(table, "normal(std=2/n)"), row(table, "he_normal")
+    NUMBERS.update({"he_wrong_rate": f"{-wrong['rate']:.2f}", "he_wrong_factor": f"{math.exp(-wrong['rate']):.0f}",
+                    "he_wrong_horizon": f"{wrong['horizon']:.1f}", "he_wrong_chi1": f"{float(wrong_field.chi1):.4f}",
+                    "he_wrong_predicted": signed(float(wrong_field.rms_rate)),
+                    "he_wrong_measured": signed(wrong["rms_rate"]), "he_tied_rate": f"+{he['rate']:.4f}"})
     return profile_and_summary(relu, relu, f"ReLU RNN, n={HIDDEN}, T={STEPS}, {SEEDS} seeds")
 
 
@@ -255,8 +310,9 @@ def he_untied(cell: gradscope.VanillaRNN) -> None:
         summary = gradscope.jacobian_spectra(cell, params, xs, untied=True).summary()
         rates.append(float(summary.rate))
         rms_rates.append(float(summary.rms_rate))
-    report("1", f"he_normal untied (fresh W per step): rate {np.mean(rates):.4f} (seeds {rounded(rates, 4)}), "
-                f"rms_rate {np.mean(rms_rates):.4f} (seeds {rounded(rms_rates, 4)})")
+    report("he_rnn", f"he_normal untied (fresh W per step): rate {np.mean(rates):.4f} (seeds {rounded(rates, 4)}), "
+                     f"rms_rate {np.mean(rms_rates):.4f} (seeds {rounded(rms_rates, 4)})")
+    NUMBERS["he_untied_rate"], NUMBERS["he_untied_rms"] = signed(np.mean(rates)), signed(np.mean(rms_rates))
 
 
 def glorot_rnn():
@@ -265,10 +321,18 @@ def glorot_rnn():
              "std=sqrt(2/(n*n))": ("normal", {"stddev": math.sqrt(2 / HIDDEN**2)}),
              "variance 1": ("normal", {"stddev": 1.0})}
     tanh = gradscope.compare(gradscope.VanillaRNN(HIDDEN), inits, seeds=SEEDS, num_steps=STEPS, progress=False)
-    report_table("2,3", tanh.to_dataframe())
-    mean_field_line("2,3", "tanh", math.sqrt(1 / HIDDEN), 1.0, "glorot_normal")
-    mean_field_line("2,3", "tanh", math.sqrt(2 / HIDDEN**2), 1.0, "std=sqrt(2/(n*n))")
-    mean_field_line("2,3", "tanh", 1.0, 1.0, "variance 1")
+    table = tanh.to_dataframe()
+    report_table("glorot_rnn", table)
+    fields = [mean_field_line("glorot_rnn", "tanh", std, 1.0, label) for std, label in
+              ((math.sqrt(1 / HIDDEN), "glorot_normal"), (math.sqrt(2 / HIDDEN**2), "std=sqrt(2/(n*n))"),
+               (1.0, "variance 1"))]
+    glorot, wrong, unit = (row(table, label) for label in inits)
+    NUMBERS.update({"glorot_rate": signed(glorot["rate"]), "glorot_wrong_rate": signed(wrong["rate"]),
+                    "glorot_wrong_horizon": f"{wrong['horizon']:.1f}",
+                    "glorot_wrong_predicted": signed(float(fields[1].rms_rate)),
+                    "glorot_predicted": signed(float(fields[0].rms_rate)),
+                    "unit_sigma_w": f"{math.sqrt(HIDDEN):g}", "unit_chi1": f"{float(fields[2].chi1):.2f}",
+                    "unit_rate": f"+{unit['rate']:.4f}", "unit_predicted": f"+{float(fields[2].rms_rate):.4f}"})
     return profile_and_summary(tanh, tanh, f"tanh RNN, n={HIDDEN}, T={STEPS}, {SEEDS} seeds")
 
 
@@ -277,36 +341,77 @@ def glorot_rnn():
 # ---------------------------------------------------------------------------------------------
 
 def orthogonal_run(activation: str, scale: float, gain: float, label: str):
-    """One orthogonal-gain configuration: print its lag-100 values and mean-field rate; return (Spectra, table)."""
+    """One orthogonal-gain configuration: print its lag-T values and mean-field rate; return (Spectra, table, field)."""
     result = gradscope.compare(gradscope.VanillaRNN(HIDDEN, activation=activation), [("orthogonal", {"gain": gain})],
                                seeds=SEEDS, num_steps=STEPS, input_scale=scale, progress=False)
     last = result.lag_table().query(f"lag == {STEPS}")
-    report("4", f"{label}: log sigma_max(k={STEPS}) = {last['log_sigma_max'].mean():.3f}, "
-                f"log RMS(k={STEPS}) = {last['log_rms'].mean():.3f}, "
-                f"log sigma_min(k={STEPS}) = {last['log_sigma_min'].mean():.3f}")
+    report("orthogonal", f"{label}: log sigma_max(k={STEPS}) = {last['log_sigma_max'].mean():.3f}, "
+                         f"log RMS(k={STEPS}) = {last['log_rms'].mean():.3f}, "
+                         f"log sigma_min(k={STEPS}) = {last['log_sigma_min'].mean():.3f}")
+    field = None
     if activation == "tanh":
-        field = theory.mean_field("tanh", gain, sigma_x=scale, initial_variance=0.0)
-        report("4", f"{label}: mean-field chi_1 = {float(field.chi1):.4f}, predicted rms_rate = "
-                    f"{float(field.rms_rate):.4f}")
-    return one_init(result), relabel(result, label)
+        field = theory.mean_field("tanh", gain, sigma_x=scale, input_size=1, initial_variance=0.0)
+        report("orthogonal", f"{label}: mean-field chi_1 = {float(field.chi1):.4f}, predicted rms_rate = "
+                             f"{float(field.rms_rate):.4f}")
+    return one_init(result), relabel(result, label), field
 
 
 def orthogonal_tanh():
     """Claim 4: orthogonal gain 1 in a tanh RNN at several input scales, the linear reference, and the
-    critical gain that mean-field theory gives for unit inputs."""
-    critical = float(theory.critical_sigma_w("tanh", sigma_x=1.0, initial_variance=0.0))
-    report("4", f"critical orthogonal gain for tanh with unit inputs (theory.critical_sigma_w): {critical:.4f}")
-    runs = [("tanh", scale, 1.0, f"tanh, input {scale:g}") for scale in (0.0, 0.1, 0.5, 1.0, 2.0)]
+    critical gain that mean-field theory gives for one unit-scale input."""
+    critical = float(theory.critical_sigma_w("tanh", sigma_x=1.0, input_size=1, initial_variance=0.0))
+    wide = float(theory.critical_sigma_w("tanh", sigma_x=1.0, input_size=math.inf, initial_variance=0.0))
+    report("orthogonal", f"critical orthogonal gain for tanh with one unit-scale input "
+                         f"(theory.critical_sigma_w, input_size=1): {critical:.4f}")
+    scales = (0.1, 0.5, 1.0, 2.0)
+    runs = [("tanh", scale, 1.0, f"tanh, input {scale:g}") for scale in (0.0, *scales)]
     runs += [("tanh", 1.0, critical, f"tanh, input 1, g={critical:.2f}"), ("linear", 1.0, 1.0, "linear, input 1")]
-    spectra, tables = {}, []
+    spectra, tables, fields = {}, [], {}
     for activation, scale, gain, label in runs:
-        spectra[label], table = orthogonal_run(activation, scale, gain, label)
+        spectra[label], table, fields[label] = orthogonal_run(activation, scale, gain, label)
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
-    report_table("4", table)
+    report("orthogonal", "")
+    report_table("orthogonal", table)
+    labels = [f"tanh, input {scale:g}" for scale in scales]
+    measured = [row(table, label) for label in labels]
+    critical_row = row(table, f"tanh, input 1, g={critical:.2f}")
+    NUMBERS.update({"critical_one_input": f"{critical:.4f}", "critical_wide_input": f"{wide:.4f}",
+                    "orth_rms_rates": join(signed(r["rms_rate"]) for r in measured),
+                    "orth_predicted": join(signed(float(fields[label].rms_rate)) for label in labels),
+                    "orth_horizons": join(f"{r['horizon']:.0f}" for r in measured),
+                    "orth_rate_1": signed(row(table, "tanh, input 1")["rate"]),
+                    "critical_rms_rate": signed(critical_row["rms_rate"]),
+                    "critical_rate": signed(critical_row["rate"]), "critical_verdict": critical_row["verdict"],
+                    "orth_rms_1": signed(row(table, "tanh, input 1")["rms_rate"])})
+    along = {scale: path_prediction(1.0, scale) for scale in scales}
+    wider = gradscope.compare(gradscope.VanillaRNN(4 * HIDDEN), ["orthogonal"], seeds=SEEDS, num_steps=STEPS,
+                              input_scale=scales[-1], progress=False).to_dataframe().iloc[0]
+    print(f"[orthogonal] mean field along the seeds' inputs {along}; n = {4 * HIDDEN}, input {scales[-1]:g}: "
+          f"rms_rate {wider['rms_rate']:.4f}")
+    NUMBERS.update({"orth_path_predicted": join(signed(v) for v in along.values()),
+                    "critical_path_predicted": signed(path_prediction(critical, 1.0)),
+                    "wider_n": str(4 * HIDDEN), "wider_rms": signed(wider["rms_rate"]),
+                    "wider_path": signed(along[scales[-1]])})
     drawn = [label for label in spectra if label != "tanh, input 0"]  # it coincides with the linear cell
     return profile_and_summary(spectra, table, f"Orthogonal RNN, gain 1 unless g given,\nn={HIDDEN}, {SEEDS} seeds",
                                inits=drawn, aspect=1.15)
+
+
+def path_prediction(gain: float, scale: float) -> float:
+    """Seed mean of the RMS rate that the time-varying mean field predicts along each seed's own inputs
+    (``theory.mean_field_path``), fitted over the same lags as the measurement."""
+    xs = np.asarray(gradscope.comparison.make_inputs("gaussian", tuple(range(SEEDS)), STEPS, 1, scale, np.float32))
+    lags = np.arange(1, STEPS + 1)
+    slopes = [np.polyfit(lags, theory.mean_field_path("tanh", gain, (x**2).mean(-1), initial_variance=0.0)
+                         .log_rms(lags), 1)[0] for x in xs]
+    return float(np.mean(slopes))
+
+
+def join(texts) -> str:
+    """``a, b, c and d``."""
+    texts = list(texts)
+    return ", ".join(texts[:-1]) + " and " + texts[-1] if len(texts) > 1 else "".join(texts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,42 +423,64 @@ def block_singular_values(kernel: jax.Array, blocks: int = 4) -> np.ndarray:
     return np.stack([np.asarray(jnp.linalg.svd(b, compute_uv=False)) for b in jnp.split(kernel, blocks, axis=1)])
 
 
+LSTM_SCHEMES = {"per gate block (gradscope, Flax)": "per_block", "whole stack (torch orthogonal_, Keras)": "stack",
+                "PyTorch default U(±1/√hidden)": "torch_default"}
+"""The recurrent-kernel schemes compared in claim 5, by label."""
+
+
+def recurrent_kernel(scheme: str, key, shape):
+    """An ``(n, 4n)`` recurrent kernel drawn the way ``scheme`` does."""
+    if scheme == "per_block":
+        return initializers.per_block(initializers.orthogonal(), 4)(key, shape)
+    if scheme == "stack":
+        return initializers.orthogonal()(key, shape)
+    return initializers.uniform(1 / math.sqrt(shape[0]))(key, shape)
+
+
 def lstm_block_spectra(hidden: int) -> dict[str, np.ndarray]:
-    """Block singular values of an orthogonal (hidden, 4 hidden) kernel, per gate block and whole stack."""
+    """Block singular values of a (hidden, 4 hidden) kernel under each scheme."""
     shape = (hidden, 4 * hidden)
-    kernels = {"per gate block (gradscope)": sample(initializers.per_block(initializers.orthogonal(), 4), shape),
-               "whole stack at once": sample(initializers.orthogonal(), shape)}
-    values = {label: block_singular_values(kernel) for label, kernel in kernels.items()}
+    values = {label: block_singular_values(recurrent_kernel(scheme, jax.random.key(0), shape))
+              for label, scheme in LSTM_SCHEMES.items()}
     for label, sv in values.items():
         rms = np.sqrt(np.mean(sv**2, axis=1))
-        report("5", f"{label}: per-block sigma_max {rounded(sv[:, 0], 3)}, "
-                    f"sigma_min {rounded(sv[:, -1], 4)}, RMS sigma {rounded(rms, 3)}")
+        report("lstm_blocks", f"{label}: per-block sigma_max {rounded(sv[:, 0], 3)}, "
+                              f"sigma_min {rounded(sv[:, -1], 4)}, RMS sigma {rounded(rms, 3)}")
+    stack = values["whole stack (torch orthogonal_, Keras)"]
+    NUMBERS.update({"stack_sigma_max": f"{stack[:, 0].max():.2f}", "stack_rms": f"{np.sqrt(np.mean(stack**2)):.1f}",
+                    "stack_sigma_min_low": f"{stack[:, -1].min():.3f}", "stack_sigma_min_high": f"{stack[:, -1].max():.2f}"})
     return values
 
 
-def lstm_params(cell: gradscope.LSTM, seed: int, whole_stack: bool):
-    """LSTM parameters (per-block orthogonal), optionally with the recurrent kernel replaced by a whole-stack one."""
+def lstm_params(cell: gradscope.LSTM, seed: int, scheme: str):
+    """LSTM parameters with the recurrent kernel drawn by ``scheme`` (input kernel and bias as gradscope draws them)."""
     key = jax.random.key(seed)
     params = cell.init(key)
-    if whole_stack:
-        kernel = initializers.orthogonal()(jax.random.fold_in(key, 7), params.recurrent_kernel.shape)
-        params = params._replace(recurrent_kernel=kernel)
-    return params
+    if scheme == "per_block":
+        return params
+    return params._replace(recurrent_kernel=recurrent_kernel(scheme, jax.random.fold_in(key, 7),
+                                                             params.recurrent_kernel.shape))
 
 
 def lstm_gradients(cell: gradscope.LSTM) -> dict[str, gradscope.Spectra]:
-    """Seed-batched gradient spectra of the LSTM under both orthogonal schemes (same inputs, input kernel, bias)."""
-    out = {}
-    for label, whole in (("per gate block", False), ("whole stack", True)):
-        runs = [gradscope.jacobian_spectra(cell, lstm_params(cell, seed, whole),
+    """Seed-batched gradient spectra of the LSTM under each scheme (same inputs, input kernel, bias)."""
+    out, rows = {}, []
+    for label, scheme in LSTM_SCHEMES.items():
+        runs = [gradscope.jacobian_spectra(cell, lstm_params(cell, seed, scheme),
                                            jax.random.normal(jax.random.fold_in(jax.random.key(seed), 1), (STEPS, 1)))
                 for seed in range(SEEDS)]
         out[label] = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *runs)
         summary = out[label].summary()
-        report("5", f"LSTM({cell.hidden_size}, forget_bias={cell.forget_bias}) {label}: rate "
-                    f"{float(jnp.mean(summary.rate)):.4f} (seeds {rounded(summary.rate, 4)}), "
-                    f"rms_rate {float(jnp.mean(summary.rms_rate)):.4f}, "
-                    f"horizon {rounded(summary.horizon, 1)}, verdicts {out[label].verdict().tolist()}")
+        horizon = np.asarray(summary.horizon)
+        rows.append([label, signed(float(jnp.mean(summary.rate))), signed(float(jnp.mean(summary.rms_rate))),
+                     f"{horizon.min():.0f}–{horizon.max():.0f}", ", ".join(sorted(set(out[label].verdict().tolist())))])
+        print(f"[lstm] {label}: {rows[-1]}")
+    header = ["recurrent kernel", "rate", "rms_rate", "horizon (steps, over seeds)", "verdict"]
+    NUMBERS["lstm_table"] = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                                      + ["| " + " | ".join(r) + " |" for r in rows])
+    rates = {label: float(jnp.mean(s.summary().rate)) for label, s in out.items()}
+    per_gate, stack = rates["per gate block (gradscope, Flax)"], rates["whole stack (torch orthogonal_, Keras)"]
+    NUMBERS["lstm_faster"] = f"{stack / per_gate:.1f}"
     return out
 
 
@@ -366,13 +493,13 @@ def plot_block_singular_values(values: dict[str, np.ndarray], ax):
                 ax.plot(np.arange(1, block.size + 1), block, color=plotting.color(i), linewidth=1.0,
                         linestyle=("-", "--", ":", "-.")[b], label=f"{label}" if b == 0 else None)
         ax.set(xlabel="singular value index (1 = largest)", ylabel="singular value of the gate block",
-               title=f"Gate blocks of an orthogonal (n, 4n) kernel, n={n}\n"
-                     "gates i, f, g, o: solid, dashed, dotted, dash-dot", ylim=(0, 1.1))
-        ax.legend(frameon=False, fontsize=7, loc="center left")
+               title=f"Gate blocks of an (n, 4n) recurrent kernel, n={n}\n"
+                     "gates i, f, g, o: solid, dashed, dotted, dash-dot", ylim=(0, 1.25))
+        ax.legend(frameon=False, fontsize=6, loc="lower left")
 
 
 def lstm_orthogonal():
-    """Claim 5: block spectra, and the LSTM gradient under both schemes."""
+    """Claim 5: block spectra, and the LSTM gradient under each scheme."""
     values = lstm_block_spectra(HIDDEN)
     cell = gradscope.LSTM(HIDDEN // 2, forget_bias=1.0)
     spectra = lstm_gradients(cell)
@@ -394,22 +521,39 @@ def irnn():
              "identity gain 0.98": ("identity", {"gain": 0.98})}
     wide = gradscope.VanillaRNN(HIDDEN, input_size=HIDDEN, activation="relu")
     result = gradscope.compare(wide, inits, seeds=SEEDS, num_steps=STEPS, progress=False)
-    report_table("7", result.to_dataframe().assign(init=lambda t: t["init"] + f" (input_size {HIDDEN})"))
+    table = result.to_dataframe()
+    report_table("irnn", table.assign(init=lambda t: t["init"] + f" (input_size {HIDDEN})"))
     variants = [(wide, 0.01, "gaussian", f"input_size {HIDDEN}, input scale 0.01"),
                 (wide, 1.0, "zeros", f"input_size {HIDDEN}, zero inputs"),
                 (gradscope.VanillaRNN(HIDDEN, activation="relu"), 1.0, "gaussian", "input_size 1, input scale 1")]
     for cell, scale, inputs, label in variants:
-        table = gradscope.compare(cell, ["identity"], seeds=SEEDS, num_steps=STEPS, inputs=inputs,
-                                  input_scale=scale, progress=False).to_dataframe()
-        row = table.iloc[0]
-        report("7", f"identity, {label}: rate {row['rate']:.4g}, rms_rate {row['rms_rate']:.4g}, "
-                    f"horizon {row['horizon']:g}, verdict {row['verdict']}")
+        variant = gradscope.compare(cell, ["identity"], seeds=SEEDS, num_steps=STEPS, inputs=inputs,
+                                    input_scale=scale, progress=False).to_dataframe().iloc[0]
+        report("irnn", f"identity, {label}: rate {variant['rate']:.4g}, rms_rate {variant['rms_rate']:.4g}, "
+                       f"horizon {variant['horizon']:g}, verdict {variant['verdict']}")
+    one, up = row(table, "identity"), row(table, "identity gain 1.02")
+    mantissa, exponent = f"{one['rate']:.0e}".split("e")
+    NUMBERS.update({"irnn_rate": f"{mantissa}×10" + str(int(exponent)).translate(str.maketrans("-0123456789",
+                                                                                             "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")),
+                    "irnn_rms": signed(one["rms_rate"]), "irnn_log_gain": f"{math.log(1.02):.4f}",
+                    "irnn_up_rate": f"{up['rate']:.4f}"})
     title = f"ReLU RNN, identity init, n={HIDDEN},\ninput_size {HIDDEN}, {SEEDS} seeds"
     return profile_and_summary(result, result, title)
 
 
+def quick_numbers() -> tuple[str, dict[str, str]]:
+    """Values recomputed in seconds: the sampled formulas of claims 1, 2, 3 and 6 and the gate-block spectra."""
+    OUTPUTS.clear()
+    NUMBERS.clear()
+    he_formula(), glorot_formula(), xavier_variance(), truncated_formulas()
+    glorot_layer_gains()
+    lstm_block_spectra(HIDDEN)
+    store_outputs()
+    return "claims", dict(NUMBERS)
+
+
 def main() -> None:
-    """Print every number of docs/claims.md and write its figures."""
+    """Store every number of docs/claims.md, rewrite its spans and write its figures."""
     plotting.use_style()  # the documentation's figures use the gradscope look
     FIGURES.mkdir(parents=True, exist_ok=True)
     checks = [he_formula(), glorot_formula(), xavier_variance(), *truncated_formulas()]
@@ -421,6 +565,10 @@ def main() -> None:
     save(orthogonal_tanh(), "claims_orthogonal_tanh")
     save(lstm_orthogonal(), "claims_lstm_blocks")
     save(irnn(), "claims_irnn")
+    store_outputs()
+    NUMBERS.save()
+    for path in write_pages():
+        print(f"rewrote {path}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@ Run from the repository root:
 
 It takes about a minute on a laptop CPU. Every figure comes from gradscope's own
 plotting functions applied to gradscope's own results, exactly as the gallery
-page shows the code.
+page shows the code. The default comparison is also what ``gradscope compare``
+runs, so its ``orthogonal`` row is the example record of docs/cli.md
+(stored in ``docs/data/gallery.json`` through ``docnumbers.Numbers``).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -22,8 +26,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import gradscope  # noqa: E402
 from gradscope import plotting  # noqa: E402
+from gradscope.display.report import metrics_records  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docnumbers import Numbers, write_pages  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
+NUMBERS = Numbers("gallery")
 
 
 def save(fig, name: str) -> None:
@@ -33,9 +42,22 @@ def save(fig, name: str) -> None:
     print(f"wrote {path.relative_to(FIGURES.parents[1])}")
 
 
+def default_comparison() -> gradscope.Comparison:
+    """What ``gradscope compare`` runs with no options: a tanh RNN, 64 units, one input, T = 100, 4 seeds."""
+    return gradscope.compare(gradscope.VanillaRNN(64), seeds=4, num_steps=100, progress=False)
+
+
+def record_example(tanh: gradscope.Comparison) -> None:
+    """The ``orthogonal`` record of ``metrics.json`` as ``gradscope compare`` writes it (values to 4 digits)."""
+    (record,) = [r for r in metrics_records(tanh.to_dataframe()) if r["init"] == "orthogonal"]
+    shown = {key: round(value, 4) if isinstance(value, float) else value for key, value in record.items()}
+    NUMBERS["cli_record"] = "```json\n" + json.dumps(shown, indent=2) + "\n```"
+
+
 def tanh_figures() -> None:
     """The default comparison (what `gradscope compare` runs): profile, summary, heatmap, density."""
-    tanh = gradscope.compare(gradscope.VanillaRNN(64), seeds=4, num_steps=100, progress=False)
+    tanh = default_comparison()
+    record_example(tanh)
     save(plotting.plot_lag_profile(tanh), "lag_profile_tanh")
     save(plotting.plot_summary(tanh), "summary_tanh")
     save(plotting.plot_spectrum_heatmap(tanh, init="orthogonal", seed=0), "heatmap_orthogonal")
@@ -65,14 +87,24 @@ def forward_figure() -> None:
     save(plotting.plot_forward_profile(forward, metrics=("log_sigma_max",)), "forward_profile")
 
 
+def quick_numbers() -> tuple[str, dict[str, str]]:
+    """The example record, recomputed (the default comparison takes seconds)."""
+    NUMBERS.clear()
+    record_example(default_comparison())
+    return "gallery", dict(NUMBERS)
+
+
 def main() -> None:
-    """Write every gallery figure."""
+    """Write every gallery figure and store the example record."""
     plotting.use_style()  # the documentation's figures use the gradscope look
     FIGURES.mkdir(parents=True, exist_ok=True)
     tanh_figures()
     relu_figure()
     lstm_figure()
     forward_figure()
+    NUMBERS.save()
+    for path in write_pages():
+        print(f"rewrote {path}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
 from gradscope.analysis.spectra import Spectra, spectra_of
 from gradscope.display.headline import Headline, Readable, lag_range
+from gradscope.core.types import ArrayLike, Cell, DTypeLike, InitializerSpec, Lags, Seeds
 
 __all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "aggregate_runs", "compare", "identical_labels",
            "labelled_initializers",
@@ -229,9 +231,10 @@ def _spectra_over_seeds(step, params, xs, h0, lags):
     return jax.vmap(lambda p, x: spectra_of(step, p, x, h0, lags))(params, xs)
 
 
-def compare(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, num_steps: int = 100,
-            inputs="gaussian", input_scale: float = 1.0, lags="all", num_log_lags: int = 32,
-            input_init="lecun_normal", bias_init="zeros", dtype=None,
+def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, InitializerSpec] = DEFAULT_INITIALIZERS,
+            *, seeds: Seeds = 4, num_steps: int = 100, inputs: str | ArrayLike = "gaussian", input_scale: float = 1.0,
+            lags: Lags = "all", num_log_lags: int = 32, input_init: InitializerSpec = "lecun_normal",
+            bias_init: InitializerSpec = "zeros", dtype: DTypeLike = None,
             thresholds: metrics.Thresholds = metrics.Thresholds(), progress: bool | None = None) -> Comparison:
     """Compare recurrent-kernel initializers for ``cell`` over several seeds.
 

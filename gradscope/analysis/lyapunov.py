@@ -33,6 +33,7 @@ from gradscope.core import engine
 from gradscope.analysis import spectra as _spectra
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.display.headline import Headline, Readable, batch_index_columns, batched_table, long_table
+from gradscope.core.types import CellOrStep, Inputs, Params, State
 
 __all__ = ["LyapunovSpectrum", "lyapunov_of", "lyapunov_spectrum", "qr_schedule"]
 
@@ -199,7 +200,8 @@ def _num_exponents(num_exponents, n: int) -> int:
     return int(k)
 
 
-def lyapunov_spectrum(cell_or_step, params, xs, h0=None, *, num_exponents: int | None = None,
+def lyapunov_spectrum(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None, *,
+                      num_exponents: int | None = None,
                       transient: int = 0, interval: int = 1, dtype=None, untied: bool = False,
                       frame_seed: int = 0) -> LyapunovSpectrum:
     """Lyapunov exponents of the forward dynamics ``h_t = f(h_{t-1}, x_t)`` by the QR method.

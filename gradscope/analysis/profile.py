@@ -44,12 +44,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
 from gradscope.core import engine
 from gradscope.analysis import metrics
@@ -57,6 +56,10 @@ from gradscope.analysis import spectra
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
 from gradscope.display.headline import Headline, Readable, batch_index_columns, batched_table, lag_range, long_table
+from gradscope.core.types import CellOrStep, Inputs, Lags, Params, State
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "Profile",
@@ -166,6 +169,8 @@ class Profile(Readable):
         table = {"init": label, "seed": seeds.ravel(), "lag": lags.ravel()}
         table.update({k: v.ravel() for k, v in columns.items()})
         table["spectrum_measured"] = np.broadcast_to(self.spectrum_mask, lags.shape).ravel()
+        import pandas as pd  # only the table needs it: importing the profile stays light
+
         return pd.DataFrame(table)
 
     def to_dataframe(self) -> pd.DataFrame:
@@ -522,7 +527,8 @@ def profile_of(step, params, xs, h0, max_lag: int, spectrum_lags: tuple[int, ...
                    max_lag, direction, states.shape[1])
 
 
-def jacobian_profile(cell_or_step, params, xs, h0=None, *, spectrum_lags="log", num_log_lags: int = 32,
+def jacobian_profile(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None, *,
+                     spectrum_lags: Lags = "log", num_log_lags: int = 32,
                      max_lag: int | None = None, block: int = 4, power_iters: int = 0,
                      max_power_iters: int = 4, tol: float = 1e-3, direction: str = "backward", dtype=None,
                      untied: bool = False, batch_axes: int | None = None) -> Profile:
@@ -576,7 +582,8 @@ def jacobian_profile(cell_or_step, params, xs, h0=None, *, spectrum_lags="log", 
     return result
 
 
-def norm_profile(cell_or_step, params, xs, h0=None, **options) -> Profile:
+def norm_profile(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None,
+                 **options) -> Profile:
     """sigma_max and RMS singular value at every lag, with no SVD at all (the norms-only mode).
 
     Same as :func:`jacobian_profile` with ``spectrum_lags=None``; far cheaper than full
@@ -597,7 +604,8 @@ def _top_core(step, params, xs, h0, key, lags, k, oversample, power_iters, direc
     return engine.over_batch_axes(one, batch_axes)(xs)
 
 
-def top_singular_values(cell_or_step, params, xs, h0=None, *, k: int = 8, lags="log", num_log_lags: int = 32,
+def top_singular_values(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None, *,
+                        k: int = 8, lags: Lags = "log", num_log_lags: int = 32,
                         oversample: int = 8, power_iters: int = 1, seed: int = 0, direction: str = "backward",
                         dtype=None, untied: bool = False, batch_axes: int | None = None) -> TopSpectra:
     """The k largest singular values of each kept product, matrix-free (for large n).

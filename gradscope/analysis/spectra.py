@@ -19,6 +19,7 @@ from gradscope.core import pipeline, ritz
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
 from gradscope.display.headline import Headline, Readable, batch_index_columns, batched_table, lag_range, long_table
+from gradscope.core.types import CellOrStep, DTypeLike, Inputs, Lags, Params, State
 
 __all__ = ["PreparedInputs", "Spectra", "block_indices", "forward_spectra", "jacobian_spectra", "prepare_inputs", "spectra_of"]
 
@@ -226,7 +227,7 @@ class PreparedInputs(NamedTuple):
     batch_axes: int
 
 
-def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backward", dtype=None,
+def prepare_inputs(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None, *, direction: str = "backward", dtype=None,
                    untied: bool = False, batch_axes: int | None = None) -> PreparedInputs:
     """The input checks and casts every analysis entry point shares.
 
@@ -262,8 +263,9 @@ def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backw
     return PreparedInputs(step, params, xs, h0, num_steps, batch_axes)
 
 
-def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
-                     direction: str = "backward", dtype=None, untied: bool = False,
+def jacobian_spectra(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None, *,
+                     lags: Lags = "all", num_log_lags: int = 32, direction: str = "backward", dtype: DTypeLike = None,
+                     untied: bool = False,
                      batch_axes: int | None = None, chunk: int | None = None, block=None,
                      pipelined: bool | None = None, progress: bool | None = None, method: str = "auto",
                      bucket: bool | None = None) -> Spectra:
@@ -397,7 +399,8 @@ def _pipelined_spectra(step, params, xs, h0, lags, direction, untied, batch_axes
     return Spectra(out.log_singular_values, out.log_frobenius, out.log_floor, out.finite, lags, direction)
 
 
-def forward_spectra(cell_or_step, params, xs, h0=None, **options) -> Spectra:
+def forward_spectra(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: State | None = None,
+                    **options) -> Spectra:
     """Singular values of the forward (perturbation) product ``dh_k/dh_0``; see :func:`jacobian_spectra`."""
     return jacobian_spectra(cell_or_step, params, xs, h0, direction="forward", **options)
 

@@ -1,6 +1,6 @@
 r"""The pure-JAX core: unroll a step function, sweep its Jacobian products in log domain.
 
-Notation (DESIGN.md): ``h_t = f(theta, h_{t-1}, x_t)``, ``J_t = dh_t/dh_{t-1}``.
+Notation (as on the concepts page of the docs): ``h_t = f(theta, h_{t-1}, x_t)``, ``J_t = dh_t/dh_{t-1}``.
 
 * backward (gradient) product for lag k: ``P_k = dh_T/dh_{T-k} = J_T ... J_{T-k+1}``,
   grown one factor per step as ``P_k = P_{k-1} J_{T-k+1}``. Each row of ``P J`` is a

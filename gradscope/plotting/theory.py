@@ -35,13 +35,22 @@ def _diverging_norm(values: np.ndarray):
     return mcolors.TwoSlopeNorm(vcenter=0.0, vmin=low, vmax=high)
 
 
+def _input_width(diagram, input_index: int) -> str:
+    """The theory's input assumption, for a legend: the cell's input size when inputs drive it."""
+    if not diagram.input_scale[input_index]:
+        return ""
+    size = diagram.cell.input_size
+    return f", {size} input" + ("s" if size > 1 else "")
+
+
 def plot_phase_diagram(diagram, which: str = "rms_rate", input_index: int = 0, ax=None, theory: bool = True):
     """Heatmap of the seed-mean growth rate over (sigma_w, sigma_b), with the mean-field critical line.
 
     Blue is vanishing, red exploding (a diverging map centred on zero, each side
     scaled to its own extreme). The measured
     zero contour is drawn solid, the mean-field critical line (``chi1 = 1``) dashed
-    when the diagram carries theory.
+    when the diagram carries theory; with inputs, the legend names the input size the
+    theory assumed (the cell's: see :func:`gradscope.theory.mean_field`).
 
     Args:
         diagram: a :class:`gradscope.phase.PhaseDiagram`.
@@ -63,7 +72,7 @@ def plot_phase_diagram(diagram, which: str = "rms_rate", input_index: int = 0, a
             ax.contour(diagram.sigma_w, diagram.sigma_b, values, levels=[0.0], colors=[color(7)], linewidths=1.0)
         if theory and diagram.critical_sigma_w is not None:
             ax.plot(diagram.critical_sigma_w[input_index], diagram.sigma_b, "--", color=color(1),
-                    label=r"mean field $\chi_1 = 1$")
+                    label=r"mean field $\chi_1 = 1$" + _input_width(diagram, input_index))
             ax.legend(loc="upper left")
         ax.set_xlim(_edges(diagram.sigma_w)[[0, -1]])
         ax.set_xlabel(r"$\sigma_w$ (recurrent scale)")
@@ -100,7 +109,7 @@ def plot_rate_vs_theory(diagram, input_index: int = 0, ax=None):
         ax.axhline(0.0, color=color(7), lw=0.6)
         ax.set_xlabel(r"$\sigma_w$")
         ax.set_ylabel(_RATE_LABELS["rms_rate"])
-        ax.set_title(r"measured (markers) vs $\frac{1}{2}\log\chi_1$ (lines)")
+        ax.set_title(r"measured (markers) vs $\frac{1}{2}\log\chi_1$ (lines)" + _input_width(diagram, input_index))
         ax.legend()
     return fig
 

@@ -5,7 +5,10 @@ identity), :func:`calibrate` finds the gain :math:`g^*` where the seed-averaged
 measured rate :math:`\bar r(g)` crosses zero, the edge between vanishing and
 exploding gradients. It needs no theory, so it works for LSTM and GRU cells, where no
 closed form exists; for vanilla cells it reproduces the mean-field critical line
-(tanh with no bias or input: 1; relu: :math:`\sqrt 2`).
+(tanh with no bias or input: 1; relu: :math:`\sqrt 2`; with inputs, the line for the
+cell's input size, :func:`gradscope.theory.critical_sigma_w` with
+``input_size=cell.input_size``: a cell with one input shares a drive that fluctuates
+from step to step and is critical at a lower gain than a wide one).
 
 Every initializer family is linear in its gain (``init(gain=g) = g * init(gain=1)``
 for the same key), so one unit-gain draw per seed is rescaled inside the step
@@ -215,8 +218,12 @@ def calibrate(cell, initializer="orthogonal", *, bracket: tuple[float, float] = 
     theory predicts (so vanilla cells recover the critical line), exact in log domain,
     with little finite-horizon bias. ``which="rate"`` zeroes the growth of
     sigma_max, the verdict's rate: the worst-case gradient direction. Its finite-lag
-    estimate is biased upward (about :math:`\log(e(k+1))/k` per step for Gaussian
-    products), so its critical gain is a little lower and drifts with ``num_steps``.
+    estimate is biased upward: for a product of k Gaussian matrices
+    :math:`\log\sigma_{\max} - \log\text{RMS}` grows like
+    :math:`\tfrac12\log\big(e(k+1)\big)` (at most :math:`\tfrac12\log n`; see
+    :func:`gradscope.theory.gaussian_product_gap`), and the slope of that gap over the
+    fitted lags adds to the rate, so its critical gain is a little lower and drifts with
+    ``num_steps``.
 
     Args:
         cell: a gradscope cell (vanilla, LSTM, GRU); the gain scales its recurrent kernel
@@ -231,7 +238,7 @@ def calibrate(cell, initializer="orthogonal", *, bracket: tuple[float, float] = 
         num_steps: the horizon T.
         transient: steps excluded from the fit (default ``num_steps // 2``).
         num_lags: evenly spaced lags the rate is fitted on.
-        inputs: ``"gaussian"``, ``"zeros"`` or an array (see :func:`gradscope.compare.make_inputs`).
+        inputs: ``"gaussian"``, ``"zeros"`` or an array (see :func:`gradscope.analysis.comparison.make_inputs`).
         input_scale: standard deviation of Gaussian inputs.
         input_init: initializers of the other parameters (fixed).
         bias_init: initializers of the other parameters (fixed).

@@ -12,7 +12,8 @@ family each recurrent entry has variance :math:`\sigma_w^2/n`, each bias entry
 :math:`\sigma_b^2`, and with the default ``lecun_normal`` input kernel each
 pre-activation receives input variance :math:`\sigma_x^2 = s^2`: exactly the
 parameters of :func:`gradscope.theory.mean_field`, whose prediction and critical line
-the result carries.
+the result carries, for the cell's own ``input_size`` (with few inputs the input
+variance fluctuates from step to step, and the time-varying mean field applies).
 """
 
 from __future__ import annotations
@@ -323,8 +324,9 @@ def _theory(cell, input_init, h0, sigma_w, sigma_b, input_scale):
         return None, None
     s, b, w = np.meshgrid(input_scale, sigma_b, sigma_w, indexing="ij")
     v0 = 1.0 if h0 == "random" else 0.0
-    predicted = theory.mean_field(cell.activation, w, b, s, initial_variance=v0)
-    critical = theory.critical_sigma_w(cell.activation, b[..., 0], s[..., 0], initial_variance=v0)
+    predicted = theory.mean_field(cell.activation, w, b, s, input_size=cell.input_size, initial_variance=v0)
+    critical = theory.critical_sigma_w(cell.activation, b[..., 0], s[..., 0], input_size=cell.input_size,
+                                       initial_variance=v0)
     return np.asarray(predicted.rms_rate, np.float64), np.asarray(critical, np.float64)
 
 
