@@ -72,12 +72,14 @@ CODE_FENCES = {"python", "bash", "sh", "console", "toml", "yaml"}
 ALLOWED = {
     # Inputs, not results: settings a script or example is run with and option defaults, written with a
     # decimal point. Each entry is an exact phrase of its page.
-    "claims.md": ["deviation 1", "below 0.01", "$-0.01$", "$+0.01$", "±0.01", "scales 0, 0.1, 0.5, 1 and 2",
+    "claims.md": ["deviation 1", "below 0.01", "above 0.01", "$-0.01$", "$+0.01$", "±0.01", "scales 0, 0.1, 0.5, 1 and 2",
                   "scales 0.1, 0.5, 1 and 2", "the claimed 0.1", "say 0.1", "gains 1, 1.02 and 0.98",
                   "gains 0.98, 1 and 1.02", "scale 0.01", "At 1.02", "At 0.98", "$\\log 1.02$", "stddev=0.1"],
     "concepts.md": ["$-0.01$", "$+0.01$", "gain 1.05"],
-    "cli.md": ["(rate < -0.01)", "(rate > 0.01)", "threshold (0.01)", "base64", "(seed 0)"],
+    "cli.md": ["(rate < -0.01 and a finite horizon)", "(rate < -0.01 but sigma_max", "(rate < -0.01)", "(rate > 0.01)", "threshold (0.01)", "base64", "(seed 0)"],
+    "explore.md": ["0.1 to 3"],
     "gallery.md": ["(3.4 in)", "sigma_max = 0.01", "(-0.01 and 0.01", "stddev 1"],
+    "monitor.md": ["below 0.01"],
     "theory.md": ["gain 2.7", "gain 3.9", "0.25 to 8", "$\\sigma_w = 1.5$", "(say 0.1"],
 }
 
