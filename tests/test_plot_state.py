@@ -14,6 +14,8 @@ from pathlib import Path  # noqa: E402
 import jax  # noqa: E402
 import matplotlib.image  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import gradscope  # noqa: E402
@@ -96,6 +98,16 @@ def test_the_look_applies_where_you_kept_defaults_and_yields_where_you_did_not(c
         assert ax.xaxis.label.get_fontsize() == 14 and ax.title.get_fontsize() == pytest.approx(14 * 1.2)
         assert ax.spines["top"].get_visible() and not ax.spines["right"].get_visible() and ax.figure.dpi == 80
         assert ax.get_xgridlines()[0].get_alpha() == 0.8
+
+
+def test_a_figure_legend_gets_the_legend_size_of_the_look():
+    table = pd.DataFrame({"step": [0, 10, 0, 10], "layer": ["a", "a", "stack", "stack"], "lag": 5,
+                          "log_sigma_max": [-1.0, -0.5, -1.2, -0.6], "rate": [-0.2, -0.1, -0.3, -0.2],
+                          "rms_rate": [-0.3, -0.2, -0.4, -0.3], "horizon": [4.0, np.inf, 3.0, 4.0]})
+    fig = plotting.plot_monitor(table)
+    (legend,) = fig.legends
+    assert {text.get_fontsize() for text in legend.get_texts()} == {7.0}  # the look's legend.fontsize
+    assert fig.axes[0].xaxis.label.get_fontsize() == 8
 
 
 def test_figures_you_pass_in_keep_your_look(comparison):

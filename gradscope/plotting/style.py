@@ -149,8 +149,9 @@ def apply_look(fig):
             _axes_frame(ax)
             _line_widths(ax)
     if fonts:
-        _resize([fig._suptitle] + [t for legend in fig.legends for t in legend.get_texts()],
-                "figure.titlesize", _points("large", _LOOK["font.size"]))
+        _resize([fig._suptitle], "figure.titlesize", _points("large", _LOOK["font.size"]))
+        for legend in fig.legends:
+            _legend_fonts(legend)
     return fig
 
 
