@@ -258,6 +258,7 @@ def filled():
 
 
 def test_csv_and_parquet_round_trip(filled, tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow", reason="the parquet extra (gradscope[parquet]) is not installed")
     table = filled.table
     pd.testing.assert_frame_equal(pd.read_csv(filled.to_csv(tmp_path / "m.csv")), table, check_dtype=False)
     pd.testing.assert_frame_equal(pd.read_parquet(filled.to_parquet(tmp_path / "m.parquet")), table)
@@ -283,6 +284,7 @@ def _scalars(logdir) -> dict:
 
 
 def test_tensorboard_scalars_are_the_table(filled, tmp_path):
+    pytest.importorskip("tensorboardX", reason="the tensorboard extra (gradscope[tensorboard]) is not installed")
     filled.to_tensorboard(tmp_path)
     scalars, table = _scalars(tmp_path), filled.table
     for row in table.itertuples():
@@ -295,6 +297,7 @@ def test_tensorboard_scalars_are_the_table(filled, tmp_path):
 
 
 def test_live_tensorboard_writes_each_check(tmp_path):
+    pytest.importorskip("tensorboardX", reason="the tensorboard extra (gradscope[tensorboard]) is not installed")
     monitor = gradscope.Monitor(linear_step, _inputs((NUM_STEPS, LINEAR_SIZE)), params=_linear_params(0.9),
                                 h0=jnp.zeros(LINEAR_SIZE), every=1, lags=(NUM_STEPS,), tensorboard=tmp_path)
     monitor.update(0, _linear_params(0.9))
