@@ -50,10 +50,15 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "spectra": ("gradscope.analysis.spectra", None),
     # the names most analyses start from
     "Comparison": ("gradscope.analysis.comparison", "Comparison"),
+    "DiagonalSSM": ("gradscope.cells.modern", "DiagonalSSM"),
     "GRU": ("gradscope.cells.classic", "GRU"),
+    "LRU": ("gradscope.cells.modern", "LRU"),
     "LSTM": ("gradscope.cells.classic", "LSTM"),
     "LayerNormLSTM": ("gradscope.cells.classic", "LayerNormLSTM"),
+    "MinGRU": ("gradscope.cells.modern", "MinGRU"),
+    "MinLSTM": ("gradscope.cells.modern", "MinLSTM"),
     "NumericalOverflowError": ("gradscope.core._checks", "NumericalOverflowError"),
+    "SelectiveSSM": ("gradscope.cells.modern", "SelectiveSSM"),
     "Spectra": ("gradscope.analysis.spectra", "Spectra"),
     "Thresholds": ("gradscope.analysis.metrics", "Thresholds"),
     "VanillaRNN": ("gradscope.cells.classic", "VanillaRNN"),
@@ -93,6 +98,7 @@ if TYPE_CHECKING:  # what static tools see; at run time the names above load on 
     from gradscope.cells import adapters
     from gradscope.cells.adapters import from_equinox, from_flax
     from gradscope.cells.classic import GRU, LSTM, LayerNormLSTM, VanillaRNN
+    from gradscope.cells.modern import LRU, DiagonalSSM, MinGRU, MinLSTM, SelectiveSSM
     from gradscope.core import engine, lags, pipeline
     from gradscope.core._checks import NumericalOverflowError
     from gradscope.display import report

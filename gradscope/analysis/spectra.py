@@ -12,6 +12,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradscope.core import _checks
+from gradscope.core import diagonal as diagonal_path
 from gradscope.core import engine
 from gradscope.analysis import metrics
 from gradscope.core import pipeline
@@ -237,7 +238,7 @@ def prepare_inputs(cell_or_step, params, xs, h0=None, *, direction: str = "backw
 def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_lags: int = 32,
                      direction: str = "backward", dtype=None, untied: bool = False,
                      batch_axes: int | None = None, chunk: int | None = None, block=None,
-                     pipelined: bool | None = None, progress: bool | None = None) -> Spectra:
+                     pipelined: bool | None = None, progress: bool | None = None, diagonal=None) -> Spectra:
     """Singular values of ``dh_T/dh_{T-k}`` for every requested lag k, in one reverse sweep.
 
     The cell is unrolled with ``lax.scan`` from ``h0`` over ``xs``; one sweep then
@@ -276,6 +277,13 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
             400); one program elsewhere, and always under ``jit``/``vmap``.
         progress: pipelined only: a progress bar over the chunks, shown once the call has
             run for 2 s (default: only on a terminal); False hides it.
+        diagonal: the fast path for diagonal step Jacobians (:mod:`gradscope.core.diagonal`:
+            running sums of ``log|J_t|``, no SVDs; ``chunk`` and ``pipelined`` do not apply).
+            None (default): taken for cells that declare a diagonal Jacobian (the LRU, SSMs,
+            minGRU, minLSTM) unless a ``block`` is asked for; True: forced (a plain step
+            counts as ``"real"``); ``"real"`` or ``"complex"`` (a state ``[Re h, Im h]`` of real
+            pairs) for a plain step; False: the general engine. The structure is verified
+            along the trajectory; a step that is not diagonal raises ValueError.
 
     Returns:
         :class:`Spectra` with ``.lags`` and ``.log_singular_values`` ``[..., len(lags), n]``.
@@ -289,8 +297,12 @@ def jacobian_spectra(cell_or_step, params, xs, h0=None, *, lags="all", num_log_l
     kept = select_lags(lags, num_steps, num_log_lags)
     if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
         raise ValueError(f"chunk must be a positive int (lags per batched SVD) or None, got {chunk!r}")
+    kind = diagonal_path.resolve_kind(cell_or_step, diagonal, block)
     block = None if block is None else tuple(block_indices(h0, select) for select in block)
-    if _use_pipeline(pipelined, (params, xs, h0), len(kept), ravel_pytree(h0)[0].size):
+    if kind is not None:
+        result = Spectra(*diagonal_path.diagonal_sweep(step, params, xs, h0, kept, direction, bool(untied), batch_axes,
+                                                       kind), kept, direction)
+    elif _use_pipeline(pipelined, (params, xs, h0), len(kept), ravel_pytree(h0)[0].size):
         result = _pipelined_spectra(step, params, xs, h0, kept, direction, bool(untied), batch_axes, chunk, block,
                                     progress)
     else:

@@ -1,6 +1,7 @@
 """What gradscope analyses: recurrent cells and adapters for other libraries' cells.
 
 * :mod:`gradscope.cells.classic`: vanilla RNN, LSTM, layer-norm LSTM, GRU.
+* :mod:`gradscope.cells.modern`: LRU, diagonal SSM (S4D), selective SSM (Mamba), minGRU, minLSTM.
 * :mod:`gradscope.cells.adapters`: Flax and Equinox cells behind the same interface.
 
 Every cell follows one contract: ``init(key, ...) -> params``,
@@ -13,16 +14,29 @@ from gradscope.cells import adapters
 from gradscope.cells.adapters import from_equinox, from_flax
 from gradscope.cells.classic import (ACTIVATIONS, GRU, LSTM, GRUParams, LayerNormLSTM, LayerNormLSTMParams, LSTMParams,
                                      LSTMState, VanillaParams, VanillaRNN, get_activation, layer_norm)
+from gradscope.cells.modern import (LRU, ComplexState, DiagonalSSM, DiagonalSSMParams, LRUParams, MinGRU, MinGRUParams,
+                                    MinLSTM, MinLSTMParams, SelectiveSSM, SelectiveSSMParams)
 
 __all__ = [
     "ACTIVATIONS",
+    "ComplexState",
+    "DiagonalSSM",
+    "DiagonalSSMParams",
     "GRU",
     "GRUParams",
     "LSTM",
     "LSTMParams",
+    "LRU",
+    "LRUParams",
     "LSTMState",
     "LayerNormLSTM",
     "LayerNormLSTMParams",
+    "MinGRU",
+    "MinGRUParams",
+    "MinLSTM",
+    "MinLSTMParams",
+    "SelectiveSSM",
+    "SelectiveSSMParams",
     "VanillaParams",
     "VanillaRNN",
     "adapters",
