@@ -40,7 +40,8 @@ from jax.flatten_util import ravel_pytree
 
 from gradscope.core import engine
 
-__all__ = ["KINDS", "TOLERANCE_ULPS", "diagonal_sweep", "resolve_kind", "sort_descending", "step_log_moduli"]
+__all__ = ["KINDS", "TOLERANCE_ULPS", "check_diagonal", "diagonal_core", "diagonal_sweep", "resolve_kind",
+           "sort_descending", "step_log_moduli"]
 
 KINDS = ("real", "complex")
 """Diagonal structures: ``"real"`` (diagonal in the flat state) or ``"complex"`` (real pairs)."""
@@ -216,7 +217,8 @@ def _spectra_from_sorted(log_sv, kind: str, n: int):
 
 
 @functools.partial(jax.jit, static_argnames=("step", "lags", "direction", "untied", "batch_axes", "kind"))
-def _diagonal_core(step, params, xs, h0, lags, direction, untied, batch_axes, kind):
+def diagonal_core(step, params, xs, h0, lags, direction, untied, batch_axes, kind):
+    """The jit-compiled fast path: ``(SweepOutput, residual)``, no checks (see :func:`diagonal_sweep`)."""
     flat_step, v0, _ = engine.flatten_step(step, h0)
     one = lambda x: step_log_moduli(flat_step, params, v0, x, kind, untied)  # noqa: E731
     logs, finite, residual = engine.over_batch_axes(one, batch_axes)(xs)
@@ -247,8 +249,12 @@ def diagonal_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str =
         ValueError: the step's Jacobian is not diagonal in the declared structure (when the
             inputs are concrete; under a trace the values become NaN instead).
     """
-    out, residual = _diagonal_core(step, params, xs, h0, lags, direction, untied, batch_axes, kind)
-    dtype = ravel_pytree(h0)[0].dtype
+    out, residual = diagonal_core(step, params, xs, h0, lags, direction, untied, batch_axes, kind)
+    return check_diagonal(out, residual, ravel_pytree(h0)[0].dtype, kind)
+
+
+def check_diagonal(out: engine.SweepOutput, residual, dtype, kind: str) -> engine.SweepOutput:
+    """``out`` if the probe ``residual`` is within tolerance; raise ValueError otherwise (NaN values if traced)."""
     limit = TOLERANCE_ULPS * float(np.finfo(dtype).eps)
     if isinstance(residual, jax.core.Tracer):
         bad = jnp.asarray(residual > limit)[..., None, None]
