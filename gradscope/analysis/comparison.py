@@ -201,7 +201,7 @@ def draw_over_seeds(cell, keys, dtype, **init_options):
     return jax.vmap(lambda k: cell.init(k, dtype=dtype, **init_options))(keys)
 
 
-def compare(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, num_steps: int = 100,
+def compare(cell, initializers=None, *, seeds=4, num_steps: int = 100,
             inputs="gaussian", input_scale: float = 1.0, lags="all", num_log_lags: int = 32,
             input_init=None, bias_init=None, dtype=None,
             thresholds: metrics.Thresholds = metrics.Thresholds(), progress: bool | None = None) -> Comparison:
@@ -217,7 +217,10 @@ def compare(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, num_steps: int 
     Args:
         cell: a cell with ``init``, ``step``, ``initial_state`` and ``input_size``.
         initializers: names, ``(name, options)`` pairs, callables, or a dict
-            label -> any of those. The recurrent kernel is what varies.
+            label -> any of those. The recurrent kernel is what varies (for the modern
+            cells, what sets the decay: the LRU's ring, an SSM's A, the min cells' gate
+            biases). None: the cell's ``default_initializers`` if it has them, else
+            :data:`DEFAULT_INITIALIZERS`.
         seeds: a count (seeds 0..count-1) or explicit ints.
         num_steps: the horizon T.
         inputs: ``"gaussian"``, ``"zeros"``, or your own array (see :func:`make_inputs`).
@@ -244,7 +247,8 @@ def compare(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, num_steps: int 
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     dtype = _checks.check_dtype(dtype) or np.dtype(np.float32)
-    labels, inits = labelled_initializers(initializers)
+    labels, inits = labelled_initializers(getattr(cell, "default_initializers", DEFAULT_INITIALIZERS)
+                                          if initializers is None else initializers)
     kept = select_lags(lags, num_steps, num_log_lags)
     xs = make_inputs(inputs, seeds, num_steps, cell.input_size, input_scale, dtype)
     _checks.check_finite("inputs", xs)

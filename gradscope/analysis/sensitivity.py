@@ -83,19 +83,26 @@ class Sensitivity:
         """``log ||dh_T/dtheta||_F^2`` (the lag-T entry), ``[...]``."""
         return self.log_sensitivity[..., -1]
 
-    def log_expected(self, axes=None) -> jax.Array:
-        """``log E S_k`` per lag: the mean of ``S_k`` over the batch ``axes`` (default all leading axes)."""
-        values = jnp.asarray(self.log_sensitivity)
-        axes = tuple(range(values.ndim - 1)) if axes is None else axes
-        count = np.prod([values.shape[a] for a in axes]) if axes else 1
-        return jax.nn.logsumexp(values, axis=axes) - np.log(count)
+    def log_expected(self, axes=None) -> np.ndarray:
+        """``log E S_k`` per lag: the mean of ``S_k`` over the batch ``axes`` (default all leading axes), NumPy."""
+        values = np.asarray(self.log_sensitivity)
+        return _log_mean(values, tuple(range(values.ndim - 1)) if axes is None else axes)
 
-    def log_expected_state_norm(self, axes=None) -> jax.Array:
-        """``log E ||h_T||^2`` over the batch ``axes`` (default all)."""
-        values = jnp.asarray(self.log_state_norm)
-        axes = tuple(range(values.ndim)) if axes is None else axes
-        count = np.prod([values.shape[a] for a in axes]) if axes else 1
-        return jax.nn.logsumexp(values, axis=axes) - np.log(count)
+    def log_expected_state_norm(self, axes=None) -> np.ndarray:
+        """``log E ||h_T||^2`` over the batch ``axes`` (default all), NumPy."""
+        values = np.asarray(self.log_state_norm)
+        return _log_mean(values, tuple(range(values.ndim)) if axes is None else axes)
+
+
+def _log_mean(values: np.ndarray, axes) -> np.ndarray:
+    """``log mean(exp(values))`` over ``axes``, without overflow (``-inf`` entries are zeros)."""
+    axes = (axes,) if isinstance(axes, int) else tuple(axes)
+    if not axes:
+        return values
+    top = np.max(values, axis=axes, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(np.log(np.mean(np.exp(values - top), axis=axes, keepdims=True)) + top, axis=axes)
 
 
 def default_selector(cell_or_step):

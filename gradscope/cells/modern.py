@@ -154,6 +154,9 @@ class LRU:
 
     diagonal_jacobian: ClassVar[str] = "complex"
     """The step Jacobian is diagonal in complex pairs (see :mod:`gradscope.core.diagonal`)."""
+    default_initializers: ClassVar[tuple] = (("ring", {"r_min": 0.9, "r_max": 0.999}),
+                                             ("ring", {"r_min": 0.0, "r_max": 1.0}))
+    """What :func:`gradscope.compare` compares by default: the long-range ring of the paper and the full disc."""
 
     def __post_init__(self):
         _check_sizes(self)
@@ -264,6 +267,8 @@ class DiagonalSSM:
 
     diagonal_jacobian: ClassVar[str] = "complex"
     """The step Jacobian is diagonal in complex pairs (see :mod:`gradscope.core.diagonal`)."""
+    default_initializers: ClassVar[tuple] = ("s4d_lin", "s4d_inv", "s4d_real")
+    """What :func:`gradscope.compare` compares by default."""
 
     def __post_init__(self):
         _check_sizes(self)
@@ -375,6 +380,8 @@ class SelectiveSSM:
 
     diagonal_jacobian: ClassVar[str] = "real"
     """The step Jacobian is diagonal (see :mod:`gradscope.core.diagonal`)."""
+    default_initializers: ClassVar[tuple] = ("s4d_real",)
+    """What :func:`gradscope.compare` compares by default (Mamba's A)."""
 
     def __post_init__(self):
         _check_sizes(self)
@@ -478,6 +485,8 @@ class MinGRU:
 
     diagonal_jacobian: ClassVar[str] = "real"
     """The step Jacobian is diagonal (see :mod:`gradscope.core.diagonal`)."""
+    default_initializers: ClassVar[tuple] = ("zeros", ("chrono", {"t_max": 100.0}))
+    """What :func:`gradscope.compare` compares by default (gate biases)."""
 
     def __post_init__(self):
         _check_sizes(self)
@@ -548,6 +557,8 @@ class MinLSTM:
 
     diagonal_jacobian: ClassVar[str] = "real"
     """The step Jacobian is diagonal (see :mod:`gradscope.core.diagonal`)."""
+    default_initializers: ClassVar[tuple] = ("zeros", ("chrono", {"t_max": 100.0}))
+    """What :func:`gradscope.compare` compares by default (gate biases)."""
 
     def __post_init__(self):
         _check_sizes(self)

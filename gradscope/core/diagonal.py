@@ -148,21 +148,26 @@ def _lag_sums(logs, lags: tuple[int, ...], backward: bool):
     """Sums of the last (backward) or first (forward) ``k`` rows of ``logs`` (``[T, m]``) for each
     ``k`` in ``lags``: ``[len(lags), m]``.
 
-    One compensated pass over the rows, keeping only the kept lags' sums (memory ``O(lags m)``).
+    One compensated pass over the rows that writes each kept lag's sum into its slot
+    (memory ``O(lags m)``; a scan, so reverse-mode differentiable).
     """
-    last = logs.shape[0] - 1
+    longest, count = int(lags[-1]), len(lags)
+    slots = np.full(longest, count, dtype=np.int32)  # slot ``count`` is scratch
+    for index, lag in enumerate(lags):
+        if lag > 0:
+            slots[lag - 1] = index
+    rows = np.arange(longest, dtype=np.int32)
+    rows = logs.shape[0] - 1 - rows if backward else rows
 
-    def advance(i, carry):
-        return _kahan_add(carry, logs[last - i] if backward else logs[i])
+    def body(carry, inputs):
+        total, compensation, out = carry
+        row, slot = inputs
+        total, compensation = _kahan_add((total, compensation), logs[row])
+        return (total, compensation, jax.lax.dynamic_update_index_in_dim(out, total, slot, 0)), None
 
-    def segment(carry, bounds):
-        carry = jax.lax.fori_loop(bounds[0], bounds[1], advance, carry)
-        return carry, carry[0]
-
-    lags_array = np.asarray(lags, dtype=np.int32)
-    bounds = np.stack([np.concatenate([[0], lags_array[:-1]]), lags_array], axis=1)
     zeros = jnp.zeros(logs.shape[-1], logs.dtype)
-    return jax.lax.scan(segment, (zeros, zeros), bounds)[1]
+    start = (zeros, zeros, jnp.zeros((count + 1, logs.shape[-1]), logs.dtype))
+    return jax.lax.scan(body, start, (rows, slots))[0][2][:count]
 
 
 def _sorted_lag_sums(logs, lags: tuple[int, ...], backward: bool):

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["LinearMemory", "linear_memory", "lru_memory", "sensitivity_series"]
@@ -58,11 +57,18 @@ def sensitivity_series(q, num_terms=None):
         q: ratio(s) in [0, 1) (``lambda^2``); ``q = 1`` is allowed for finite K.
         num_terms: K, or None for the infinite sum.
     """
-    q = jnp.asarray(q, dtype=jnp.result_type(float, q))
+    q = np.asarray(q, dtype=np.float64)
     if num_terms is None:
         return (1 + q) / (1 - q) ** 3
-    j = jnp.arange(1, int(num_terms) + 1, dtype=q.dtype)
-    return jnp.sum(j**2 * q[..., None] ** (j - 1), axis=-1)
+    j = np.arange(1, int(num_terms) + 1, dtype=q.dtype)
+    return np.sum(j**2 * q[..., None] ** (j - 1), axis=-1)
+
+
+def _sums(q, num_steps):
+    """``(sum_{j<T} q^j, S_{T-1}(q))``: the state's and the sensitivity's series (T = None: stationary)."""
+    if num_steps is None:
+        return 1 / (1 - q), sensitivity_series(q)
+    return (1 - q**num_steps) / (1 - q), sensitivity_series(q, num_steps - 1)
 
 
 class LinearMemory(NamedTuple):
@@ -71,6 +77,9 @@ class LinearMemory(NamedTuple):
     Attributes:
         state_variance: ``E ||h_T||^2``.
         sensitivity: ``E ||dh_T/dtheta||^2`` for the chosen parameters ``theta``.
+
+    Both are NumPy float64 (scalars or arrays shaped like ``lambda``), whatever JAX's
+    precision setting.
     """
 
     state_variance: object
@@ -93,14 +102,11 @@ def linear_memory(lam, num_steps=None, *, normalized: bool = False,
     """
     if parametrization not in ("direct", "exponential"):
         raise ValueError(f"parametrization must be 'direct' or 'exponential', got {parametrization!r}")
-    lam = jnp.asarray(lam, dtype=jnp.result_type(float, lam))
+    lam = np.asarray(lam, dtype=np.float64)
     q = lam**2
-    gain = 1 - q if normalized else jnp.ones_like(q)
-    chain = (lam * jnp.log(lam)) ** 2 if parametrization == "exponential" else jnp.ones_like(q)
-    if num_steps is None:
-        variance, series = 1 / (1 - q), sensitivity_series(q)
-    else:
-        variance, series = (1 - q**num_steps) / (1 - q), sensitivity_series(q, num_steps - 1)
+    gain = 1 - q if normalized else np.ones_like(q)
+    chain = (lam * np.log(lam)) ** 2 if parametrization == "exponential" else np.ones_like(q)
+    variance, series = _sums(q, num_steps)
     return LinearMemory(gain * variance, gain * series * chain)
 
 
@@ -115,15 +121,12 @@ def lru_memory(params, num_steps=None) -> LinearMemory:
         params: :class:`gradscope.cells.LRUParams`.
         num_steps: T (None: stationary).
     """
-    modulus = jnp.exp(-jnp.exp(jnp.asarray(params.nu_log)))
-    phase = jnp.exp(jnp.asarray(params.theta_log))
-    drive = jnp.exp(2 * jnp.asarray(params.gamma_log)) * jnp.sum(
-        jnp.asarray(params.input_kernel_real) ** 2 + jnp.asarray(params.input_kernel_imag) ** 2, axis=0)
+    modulus = np.exp(-np.exp(np.asarray(params.nu_log, np.float64)))
+    phase = np.exp(np.asarray(params.theta_log, np.float64))
+    real, imag = (np.asarray(b, np.float64) for b in (params.input_kernel_real, params.input_kernel_imag))
+    drive = np.exp(2 * np.asarray(params.gamma_log, np.float64)) * np.sum(real**2 + imag**2, axis=0)
     q = modulus**2
-    if num_steps is None:
-        variance, series = 1 / (1 - q), sensitivity_series(q)
-    else:
-        variance, series = (1 - q**num_steps) / (1 - q), sensitivity_series(q, num_steps - 1)
-    chain = q * (jnp.log(modulus) ** 2 + phase**2)
-    return LinearMemory(jnp.sum(drive * variance), jnp.sum(drive * series * chain))
+    variance, series = _sums(q, num_steps)
+    chain = q * (np.log(modulus) ** 2 + phase**2)
+    return LinearMemory(np.sum(drive * variance), np.sum(drive * series * chain))
 
