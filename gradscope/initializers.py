@@ -329,7 +329,9 @@ def gate_bias(init: Initializer, key, shape, dtype, gates: tuple[str, ...]) -> j
 
     Args:
         init: an initializer; if its signature has a ``gates`` keyword it receives ``gates``.
-        key, shape, dtype: as for any initializer.
+        key: the PRNG key, as for any initializer.
+        shape: the bias shape; its last axis splits into ``len(gates)`` blocks.
+        dtype: the dtype, as for any initializer.
         gates: the role of each stacked gate block, from :data:`GATE_ROLES`.
     """
     try:

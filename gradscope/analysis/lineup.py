@@ -69,6 +69,10 @@ class Lineup:
 
     contenders: tuple
 
+    def __repr__(self) -> str:
+        labels = "; ".join(c.label for c in self.contenders)
+        return f"Lineup({len(self.contenders)} contenders: {labels})"
+
     def describe(self) -> str:
         """Short text for titles."""
         return f"{len(self.contenders)} cells at state size {state_size(self.contenders[0].cell)}"

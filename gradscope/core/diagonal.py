@@ -240,7 +240,9 @@ def diagonal_sweep(step, params, xs, h0, lags: tuple[int, ...], direction: str =
 
     Args:
         step: ``step(params, h, x) -> h_next`` (hashable: a jit static argument).
-        params, xs, h0: as for :func:`gradscope.jacobian_spectra` (validated, cast).
+        params: the parameters (validated, cast), as for :func:`gradscope.jacobian_spectra`.
+        xs: the inputs, time axis after the batch axes.
+        h0: the initial state.
         lags: sorted ints in ``[0, T]``.
         direction: ``"backward"`` (``dh_T/dh_{T-k}``) or ``"forward"`` (``dh_k/dh_0``).
         untied: per-step parameters.
