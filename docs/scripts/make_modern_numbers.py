@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python docs/scripts/make_modern_numbers.py [circle fast_path horizons chrono memory lineup]
+    python docs/scripts/make_modern_numbers.py [circle fast_path horizons chrono memory lineup lru_split]
 
 (all sections by default, several minutes of CPU time; the lineup is the longest). Each
 section stores its values in ``docs/data/modern.json`` and the page spans are rewritten
@@ -215,8 +215,8 @@ def lineup() -> dict:
             "|---|---|---|---|---|---|"]
     for row in table.itertuples():
         horizon = "beyond T" if not np.isfinite(row.horizon) else f"{row.horizon:.0f}"
-        rows.append(f"| {row.init} | {row.rate:+.4f} | {horizon} | {row.verdict} | {row.sensitivity:.3g} "
-                    f"| {row.relative_sensitivity:.3g} |")
+        rows.append(f"| {row.init} | {row.rate:+.4f} | {horizon} | {row.verdict} | {_g(row.sensitivity, 3)} "
+                    f"| {_g(row.relative_sensitivity, 3)} |")
     return {"lineup": "\n".join(rows), **_lru_split()}
 
 
@@ -227,12 +227,12 @@ def _lru_split() -> dict:
     for name, select in [("nu", lambda p: p.nu_log), ("theta", lambda p: p.theta_log)]:
         values = [np.exp(gradscope.memory_sensitivity(cell, cell.init(jax.random.key(s)), xs, select=select,
                                                       lags=(1000,)).log_expected()[-1]) for s in range(4)]
-        out[f"lru_split_{name}"] = f"{np.mean(values):.3g}"
+        out[f"lru_split_{name}"] = _g(np.mean(values), 3)
     return out
 
 
 SECTIONS = {"circle": lambda: {**circle(), **closed_forms(), **quick_monte_carlo()}, "fast_path": fast_path,
-            "horizons": horizons, "chrono": chrono, "memory": memory, "lineup": lineup}
+            "horizons": horizons, "chrono": chrono, "memory": memory, "lineup": lineup, "lru_split": _lru_split}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or list(SECTIONS)

@@ -446,6 +446,31 @@ class SelectiveSSM:
 # minGRU and minLSTM
 # ---------------------------------------------------------------------------------------------
 
+class _MinCell:
+    """What minGRU and minLSTM share: a real diagonal Jacobian, gate biases that set the decay,
+    the state as output."""
+
+    diagonal_jacobian: ClassVar[str] = "real"
+    """The step Jacobian is diagonal (see :mod:`gradscope.core.diagonal`)."""
+    default_initializers: ClassVar[tuple] = ("zeros", ("chrono", {"t_max": 100.0}))
+    """What :func:`gradscope.compare` compares by default (gate biases)."""
+
+    def __post_init__(self):
+        _check_sizes(self)
+
+    def readout(self, params, h: jax.Array, x: jax.Array) -> jax.Array:
+        """The output is the state."""
+        return h
+
+    def recurrent_parameters(self, params):
+        """``(gate_kernel, gate_bias)``: the gates set the decay."""
+        return params.gate_kernel, params.gate_bias
+
+    def initial_state(self, dtype=jnp.float32) -> jax.Array:
+        """Zero state of shape ``(hidden_size,)``."""
+        return jnp.zeros((self.hidden_size,), dtype)
+
+
 class MinGRUParams(NamedTuple):
     """Parameters of :class:`MinGRU`.
 
@@ -463,7 +488,7 @@ class MinGRUParams(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class MinGRU:
+class MinGRU(_MinCell):
     r"""minGRU (Feng et al. 2024, "Were RNNs all we needed?"), sequential mode.
 
     .. math::
@@ -483,14 +508,6 @@ class MinGRU:
     hidden_size: int
     input_size: int = 1
 
-    diagonal_jacobian: ClassVar[str] = "real"
-    """The step Jacobian is diagonal (see :mod:`gradscope.core.diagonal`)."""
-    default_initializers: ClassVar[tuple] = ("zeros", ("chrono", {"t_max": 100.0}))
-    """What :func:`gradscope.compare` compares by default (gate biases)."""
-
-    def __post_init__(self):
-        _check_sizes(self)
-
     def init(self, key, recurrent_init="zeros", input_init="lecun_normal", bias_init="zeros",
              dtype=jnp.float32) -> MinGRUParams:
         """Draw parameters: ``recurrent_init`` the gate bias, ``input_init`` both kernels, ``bias_init`` ``b_h``."""
@@ -505,17 +522,6 @@ class MinGRU:
         z = jax.nn.sigmoid(x @ params.gate_kernel + params.gate_bias)
         return (1 - z) * h + z * (x @ params.candidate_kernel + params.candidate_bias)
 
-    def readout(self, params: MinGRUParams, h: jax.Array, x: jax.Array) -> jax.Array:
-        """The output is the state."""
-        return h
-
-    def recurrent_parameters(self, params: MinGRUParams):
-        """``(gate_kernel, gate_bias)``: the gate sets the decay."""
-        return params.gate_kernel, params.gate_bias
-
-    def initial_state(self, dtype=jnp.float32) -> jax.Array:
-        """Zero state of shape ``(hidden_size,)``."""
-        return jnp.zeros((self.hidden_size,), dtype)
 
 
 class MinLSTMParams(NamedTuple):
@@ -535,7 +541,7 @@ class MinLSTMParams(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class MinLSTM:
+class MinLSTM(_MinCell):
     r"""minLSTM (Feng et al. 2024), sequential mode.
 
     .. math::
@@ -555,14 +561,6 @@ class MinLSTM:
     hidden_size: int
     input_size: int = 1
 
-    diagonal_jacobian: ClassVar[str] = "real"
-    """The step Jacobian is diagonal (see :mod:`gradscope.core.diagonal`)."""
-    default_initializers: ClassVar[tuple] = ("zeros", ("chrono", {"t_max": 100.0}))
-    """What :func:`gradscope.compare` compares by default (gate biases)."""
-
-    def __post_init__(self):
-        _check_sizes(self)
-
     def init(self, key, recurrent_init="zeros", input_init="lecun_normal", bias_init="zeros",
              dtype=jnp.float32) -> MinLSTMParams:
         """Draw parameters: ``recurrent_init`` the gate biases, ``input_init`` the kernels (per gate), ``bias_init`` ``b_h``."""
@@ -579,14 +577,3 @@ class MinLSTM:
         candidate = x @ params.candidate_kernel + params.candidate_bias
         return (f * h + i * candidate) / (f + i)
 
-    def readout(self, params: MinLSTMParams, h: jax.Array, x: jax.Array) -> jax.Array:
-        """The output is the state."""
-        return h
-
-    def recurrent_parameters(self, params: MinLSTMParams):
-        """``(gate_kernel, gate_bias)``: the gates set the decay."""
-        return params.gate_kernel, params.gate_bias
-
-    def initial_state(self, dtype=jnp.float32) -> jax.Array:
-        """Zero state of shape ``(hidden_size,)``."""
-        return jnp.zeros((self.hidden_size,), dtype)
