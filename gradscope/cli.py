@@ -3,6 +3,8 @@
 ::
 
     gradscope compare [options]                 # default: vanilla tanh RNN, 6 initializers, 4 seeds
+    gradscope compare --cell lru                # a modern cell under its own initializers (LRU rings)
+    gradscope compare --cells                   # classic and modern cells side by side, matched state size
     gradscope analyze --cell lstm --params p.npz [options]
     gradscope calibrate --cell gru --init orthogonal   # the critical gain of an initializer family
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import shlex
 import sys
@@ -26,6 +29,7 @@ import numpy as np
 
 import gradscope
 from gradscope.cells import classic as cells
+from gradscope.cells import modern
 from gradscope import initializers
 from gradscope._interrupts import check_interrupted, remembering_interrupts
 from gradscope.display import report
@@ -33,12 +37,30 @@ from gradscope.analysis.comparison import DEFAULT_INITIALIZERS, make_inputs
 from gradscope.core import cache
 from gradscope.core.lags import select_lags
 
-__all__ = ["CELLS", "build_parser", "load_params", "main", "parse_init", "parse_lags"]
+__all__ = ["CELLS", "CLASSIC_CELLS", "build_parser", "load_params", "main", "parse_init", "parse_lags"]
 
-CELLS = {"vanilla": cells.VanillaRNN, "lstm": cells.LSTM, "gru": cells.GRU}
+CELLS = {"vanilla": cells.VanillaRNN, "lstm": cells.LSTM, "gru": cells.GRU, "lru": modern.LRU,
+         "s4d": modern.DiagonalSSM, "selective": modern.SelectiveSSM, "mingru": modern.MinGRU,
+         "minlstm": modern.MinLSTM}
 """Cell layouts by command-line name."""
 
-_PARAM_TYPES = {"vanilla": cells.VanillaParams, "lstm": cells.LSTMParams, "gru": cells.GRUParams}
+CLASSIC_CELLS = ("vanilla", "lstm", "gru")
+"""The cells ``calibrate`` takes (a gain family needs a recurrent kernel)."""
+
+_PARAM_TYPES = {"vanilla": cells.VanillaParams, "lstm": cells.LSTMParams, "gru": cells.GRUParams,
+                "lru": modern.LRUParams, "s4d": modern.DiagonalSSMParams, "selective": modern.SelectiveSSMParams,
+                "mingru": modern.MinGRUParams, "minlstm": modern.MinLSTMParams}
+
+_KERNELS = (("recurrent_kernel", 0, 2), ("input_kernel", 0, 2))
+_SIZES = {"vanilla": _KERNELS, "lstm": _KERNELS, "gru": _KERNELS, "lru": (("nu_log", 0, 1), ("skip", 0, 1)),
+          "s4d": (("log_neg_real", 1, 2), ("log_neg_real", 0, 2)), "selective": (("log_neg_a", 1, 2), ("log_neg_a", 0, 2)),
+          "mingru": (("gate_kernel", 1, 2), ("gate_kernel", 0, 2)),
+          "minlstm": (("candidate_kernel", 1, 2), ("candidate_kernel", 0, 2))}
+"""Where ``analyze`` reads the hidden and input sizes: (array, axis, the array's dimensions) for each."""
+
+_CELL_HELP = ("cell type (default vanilla); modern cells: lru (hidden = complex units, state 2 x hidden), s4d "
+              "(diagonal SSM: hidden = complex modes per input channel), selective (Mamba's SSM: hidden = state "
+              "per channel, input size = channels), mingru, minlstm")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,14 +165,26 @@ def _add_compare(subparsers, common) -> None:
         "compare", parents=[common], help="compare recurrent-kernel initializers for a cell and write a report",
         description="Compare recurrent-kernel initializers for one cell over several seeds and write a report "
                     "folder (metrics.csv, metrics.json, report.md, report.html, figures/).")
-    parser.add_argument("--cell", choices=tuple(CELLS), default="vanilla", help="cell type (default vanilla)")
-    parser.add_argument("--hidden", type=_positive_int, default=64, help="hidden size (default 64)")
-    parser.add_argument("--input-size", type=_positive_int, default=1, help="input size (default 1)")
+    parser.add_argument("--cell", choices=tuple(CELLS), default=None, help=_CELL_HELP)
+    parser.add_argument("--hidden", type=_positive_int, default=None, help="hidden size (default 64)")
+    parser.add_argument("--input-size", type=_positive_int, default=None, help="input size (default 1)")
     parser.add_argument("--init", type=parse_init, action="append", default=None, metavar="NAME[:KEY=VALUE,...]",
                         help="recurrent initializer, repeatable, e.g. --init orthogonal:gain=1.1 --init he_normal "
-                             f"(default: {' '.join(DEFAULT_INITIALIZERS)}); "
+                             f"(default: {' '.join(DEFAULT_INITIALIZERS)}; for a modern cell its own, e.g. "
+                             "--init ring:r_min=0.9,r_max=0.999 for lru, s4d_lin/s4d_inv/s4d_real for s4d, "
+                             "zeros and chrono:t_max=100 (gate biases) for mingru/minlstm); "
                              f"names: {', '.join(initializers.available())}")
+    parser.add_argument("--bias-init", type=parse_init, default=None, metavar="NAME[:KEY=VALUE,...]",
+                        help="bias initializer for every --init, e.g. chrono:t_max=100 for lstm/gru gate biases")
     parser.add_argument("--forget-bias", type=float, default=None, help="LSTM forget-gate bias at init (default 0)")
+    lineup = parser.add_argument_group("cells side by side (--cells)")
+    lineup.add_argument("--cells", nargs="*", choices=tuple(CELLS), default=None, metavar="CELL",
+                        help="compare cells against each other instead of initializers: classic cells under "
+                             "classic initializations, modern ones under theirs, all at one state size (no names: "
+                             f"all of {', '.join(CELLS)}); adds the curse-of-memory sensitivity")
+    lineup.add_argument("--state-size", type=_positive_int, default=64,
+                        help="flat state size n of every cell in --cells (even; default 64)")
+    lineup.add_argument("--t-max", type=float, default=100.0, help="t_max of the chrono initializations (default 100)")
     parser.set_defaults(handler=_run_compare, parser=parser)
 
 
@@ -163,7 +197,9 @@ def _add_analyze(subparsers, common) -> None:
                     "gru: recurrent_kernel (n, 3n), input_kernel (m, 3n), input_bias (3n,), recurrent_bias (3n,) "
                     "with gates r, z, n. Kernels are (fan_in, fan_out): the layer computes x @ W. "
                     "--seeds sets how many input sequences are drawn.")
-    parser.add_argument("--cell", choices=tuple(CELLS), required=True, help="the parameters' cell layout")
+    parser.add_argument("--cell", choices=tuple(CELLS), required=True,
+                        help="the parameters' cell layout (fields of its parameter NamedTuple, e.g. "
+                             "gradscope.cells.LRUParams for lru)")
     parser.add_argument("--params", type=Path, required=True, help="the .npz file of parameters")
     parser.add_argument("--label", default=None, help="name of this parameter set in the report (default file stem)")
     parser.set_defaults(handler=_run_analyze, parser=parser)
@@ -186,7 +222,7 @@ def _add_calibrate(subparsers) -> None:
         description="Root-find the critical gain (edge between vanishing and exploding) of each --init family "
                     "for a cell, on the seed-averaged measured rate; prints the gain with its +-1 standard-error "
                     "interval. Works for LSTM and GRU, where no closed form exists.")
-    parser.add_argument("--cell", choices=tuple(CELLS), default="vanilla", help="cell type (default vanilla)")
+    parser.add_argument("--cell", choices=CLASSIC_CELLS, default="vanilla", help="cell type (default vanilla)")
     parser.add_argument("--hidden", type=_positive_int, default=64, help="hidden size (default 64)")
     parser.add_argument("--input-size", type=_positive_int, default=1, help="input size (default 1)")
     parser.add_argument("--activation", default=None, help="vanilla cell activation (default tanh)")
@@ -251,12 +287,14 @@ def load_params(path, layout: str, **cell_options):
 
     The file holds one array per field of the layout's parameter NamedTuple
     (:class:`~gradscope.cells.VanillaParams`, :class:`~gradscope.cells.LSTMParams`,
-    :class:`~gradscope.cells.GRUParams`); hidden and input sizes are read from
-    ``recurrent_kernel`` (``(n, gates * n)``) and ``input_kernel`` (``(m, gates * n)``).
+    :class:`~gradscope.cells.GRUParams`, :class:`~gradscope.cells.LRUParams`, ...); hidden and
+    input sizes are read from the arrays (classic cells: ``recurrent_kernel``
+    ``(n, gates * n)`` and ``input_kernel`` ``(m, gates * n)``; the LRU: ``nu_log`` and ``skip``;
+    the SSMs: ``(channels, state)`` of ``A``'s parameters; minGRU/minLSTM: their kernels).
 
     Args:
         path: the ``.npz`` file.
-        layout: ``"vanilla"``, ``"lstm"`` or ``"gru"``.
+        layout: a name in :data:`CELLS`.
         **cell_options: passed to the cell (``activation`` for vanilla, ``reset`` for GRU).
 
     Returns:
@@ -288,11 +326,15 @@ def load_params(path, layout: str, **cell_options):
 
 
 def _cell_from_arrays(layout: str, arrays: dict, cell_options: dict):
-    for name in ("recurrent_kernel", "input_kernel"):
-        if arrays[name].ndim != 2:
-            raise ValueError(f"array {name!r} must be 2-D (fan_in, fan_out), got shape {arrays[name].shape}")
-    hidden, inputs = arrays["recurrent_kernel"].shape[0], arrays["input_kernel"].shape[0]
-    return CELLS[layout](int(hidden), int(inputs), **cell_options)
+    sizes = []
+    for name, axis, ndim in _SIZES[layout]:
+        if arrays[name].ndim != ndim:
+            raise ValueError(f"array {name!r} must be {ndim}-D{' (fan_in, fan_out)' if 'kernel' in name else ''}, "
+                             f"got shape {arrays[name].shape}")
+        sizes.append(int(arrays[name].shape[axis]))
+    if layout == "selective" and arrays["delta_down"].ndim == 2:
+        cell_options = {**cell_options, "dt_rank": int(arrays["delta_down"].shape[1])}
+    return CELLS[layout](*sizes, **cell_options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,9 +348,11 @@ def _precision(dtype: str):
     return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
 
 
-def _finish(args, comparison, settings, run) -> None:
+def _finish(args, comparison, settings, run, notes=()) -> None:
     check_interrupted()
     built = report.build_report(comparison, settings=settings, run=run)
+    if notes:
+        built = dataclasses.replace(built, notes=built.notes + tuple(notes))
     files = report.write_report(built, args.out, force=args.force)
     if not args.quiet:
         print(comparison.to_dataframe().to_string(index=False))
@@ -316,29 +360,59 @@ def _finish(args, comparison, settings, run) -> None:
               f"{files.metrics_json.name}; figures in figures/)")
 
 
-def _compare_specs(args) -> list:
-    specs = list(args.init) if args.init else list(DEFAULT_INITIALIZERS)
-    for spec in specs:
-        try:
-            initializers.resolve(spec)
-        except TypeError as err:  # an option the initializer does not take: a usage error here
-            raise ValueError(f"--init {spec[0] if isinstance(spec, tuple) else spec}: {err}") from None
-    return specs
+def _checked_spec(flag: str, spec):
+    try:
+        initializers.resolve(spec)
+    except (TypeError, ValueError) as err:  # an option the initializer does not take: a usage error here
+        raise ValueError(f"{flag} {spec[0] if isinstance(spec, tuple) else spec}: {err}") from None
+    return spec
+
+
+def _compare_specs(args, cell) -> list:
+    specs = list(args.init) if args.init else list(getattr(cell, "default_initializers", DEFAULT_INITIALIZERS))
+    return [_checked_spec("--init", spec) for spec in specs]
 
 
 def _run_compare(args, argv) -> int:
     report.check_output_folder(args.out, args.force)
-    cell = CELLS[args.cell](args.hidden, args.input_size, **_cell_options(args))
-    specs = _compare_specs(args)
+    if args.cells is not None:
+        return _run_lineup(args, argv)
+    args.cell = args.cell or "vanilla"
+    cell = CELLS[args.cell](args.hidden or 64, args.input_size or 1, **_cell_options(args))
+    specs = _compare_specs(args, cell)
+    classic = args.cell in CLASSIC_CELLS  # the modern cells bring their own input and bias initializers
+    bias = _checked_spec("--bias-init", args.bias_init) if args.bias_init is not None else ("zeros" if classic else None)
     select_lags(args.lags, args.steps, args.num_log_lags)
     run = {"command": shlex.join(["gradscope", *argv]), "initializers": specs, **_analysis_options(args),
-           "input_init": "lecun_normal", "bias_init": "zeros"}
+           "input_init": "lecun_normal" if classic else None, "bias_init": bias}
     with _precision(args.dtype):
         comparison = gradscope.compare(cell, specs, seeds=args.seeds, num_steps=args.steps, inputs=args.inputs,
                                        input_scale=args.input_scale, lags=args.lags, num_log_lags=args.num_log_lags,
                                        input_init=run["input_init"], bias_init=run["bias_init"], dtype=args.dtype,
                                        progress=False if args.quiet else None)
         _finish(args, comparison, [], run)
+    return 0
+
+
+def _run_lineup(args, argv) -> int:
+    from gradscope.analysis.lineup import LINEUP_FIELDS, compare_cells, default_lineup
+
+    given = [flag for flag in ("cell", "hidden", "input_size", "init", "bias_init", "forget_bias", "activation",
+                               "gru_reset") if getattr(args, flag, None) is not None]
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')} selects or sizes one cell; --cells sizes and initializes "
+                         "every cell itself (set --state-size and --t-max instead)")
+    families = {cls: name for name, cls in CELLS.items()}
+    contenders = [c for c in default_lineup(args.state_size, args.t_max)
+                  if not args.cells or families[type(c.cell)] in args.cells]
+    select_lags(args.lags, args.steps, args.num_log_lags)
+    with _precision(args.dtype):
+        comparison = compare_cells(
+            contenders, seeds=args.seeds, num_steps=args.steps, inputs=args.inputs, input_scale=args.input_scale,
+            lags=args.lags, num_log_lags=args.num_log_lags, dtype=args.dtype, progress=False if args.quiet else None)
+        run = {"command": shlex.join(["gradscope", *argv]), **_analysis_options(args), "t_max": args.t_max}
+        _finish(args, comparison, [("cells", repr(comparison.cell))], run,
+                [f"{name}: {meaning}" for name, meaning in LINEUP_FIELDS.items()])
     return 0
 
 

@@ -27,6 +27,24 @@ zeros / constant    value                                      0
 
 ``xavier_*`` and ``kaiming_*`` are aliases of ``glorot_*`` and ``he_*``.
 
+Initializers of diagonal recurrences and gate biases (the modern cells of
+:mod:`gradscope.cells.modern`, and chrono for LSTM/GRU):
+
+==================  ===========================================================================
+name                values (n = 0, 1, ... along the last axis)
+==================  ===========================================================================
+ring                complex lambda, ``|lambda|^2 ~ U(r_min^2, r_max^2)``, phase ``~ U(0, max_phase]``
+                    (LRU, Orvieto et al. 2023)
+s4d_lin             complex ``A_n = -1/2 + i pi n`` (S4D-Lin, Gu et al. 2022)
+s4d_inv             complex ``A_n = -1/2 + i (N/pi) (N/(2n+1) - 1)``, ``N = 2 * size`` (S4D-Inv)
+s4d_real            real ``A_n = -(n + 1)`` (S4D-Real; Mamba's A)
+log_uniform         ``exp(U(log low, log high))`` (SSM step sizes Delta)
+chrono              gate biases ``log U(1, t_max - 1)`` (Tallec & Ollivier 2018): see :func:`chrono`
+==================  ===========================================================================
+
+``ring``, ``s4d_lin`` and ``s4d_inv`` return complex arrays (``complex64`` for a
+``float32`` request); the cells store them in their own parametrization.
+
 The ``*_normal`` names draw from an untruncated normal by default, as the papers
 and PyTorch's ``kaiming_normal_``/``xavier_normal_`` do; pass
 ``distribution="truncated_normal"`` for JAX's default, whose variance is corrected for
@@ -52,6 +70,7 @@ about 0 and 0.87 (mean square 1/4), not all 1.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable
 
 import jax
@@ -63,7 +82,10 @@ Initializer = Callable[..., jax.Array]
 __all__ = [
     "Initializer",
     "available",
+    "GATE_ROLES",
+    "chrono",
     "constant",
+    "gate_bias",
     "get",
     "glorot_normal",
     "glorot_uniform",
@@ -72,10 +94,15 @@ __all__ = [
     "identity",
     "lecun_normal",
     "lecun_uniform",
+    "log_uniform",
     "normal",
     "orthogonal",
     "per_block",
     "resolve",
+    "ring",
+    "s4d_inv",
+    "s4d_lin",
+    "s4d_real",
     "truncated_normal",
     "uniform",
     "zeros",
@@ -188,6 +215,155 @@ def per_block(init: Initializer, num_blocks: int) -> Initializer:
     return init_stacked
 
 
+# ---------------------------------------------------------------------------------------------
+# Diagonal recurrences and gate biases
+# ---------------------------------------------------------------------------------------------
+
+def _complex(dtype):
+    return jnp.result_type(dtype, jnp.complex64)
+
+
+def _real(dtype):
+    return jnp.finfo(dtype).dtype
+
+
+def ring(r_min: float = 0.0, r_max: float = 1.0, max_phase: float = 2 * math.pi) -> Initializer:
+    """Complex eigenvalues uniform on the ring ``r_min <= |lambda| <= r_max`` (LRU, Orvieto et al. 2023).
+
+    Uniform in area: ``|lambda|^2 ~ U(r_min^2, r_max^2)``, phase ``~ U(0, max_phase]``.
+    Returns a complex array (``complex64`` for a ``float32`` request).
+    """
+    _check_ring(r_min, r_max, max_phase)
+
+    def init(key, shape, dtype=jnp.float32):
+        k_mod, k_phase = jax.random.split(key)
+        real = _real(dtype)
+        u1, u2 = jax.random.uniform(k_mod, shape, real), jax.random.uniform(k_phase, shape, real)
+        modulus = jnp.sqrt(u1 * (r_max**2 - r_min**2) + r_min**2)
+        phase = max_phase * (1.0 - u2)  # in (0, max_phase]: the LRU takes its log
+        return (modulus * jnp.exp(1j * phase)).astype(_complex(dtype))
+
+    return init
+
+
+def _check_ring(r_min, r_max, max_phase) -> None:
+    if not 0.0 <= r_min <= r_max <= 1.0:
+        raise ValueError(f"ring needs 0 <= r_min <= r_max <= 1, got r_min={r_min}, r_max={r_max}")
+    if not 0.0 < max_phase <= 2 * math.pi:
+        raise ValueError(f"ring needs 0 < max_phase <= 2 pi, got max_phase={max_phase}")
+
+
+def _mode_index(shape, dtype):
+    if len(shape) < 1:
+        raise ValueError(f"expected a shape whose last axis counts the modes, got {tuple(shape)}")
+    return jnp.broadcast_to(jnp.arange(shape[-1], dtype=_real(dtype)), shape)
+
+
+def s4d_lin() -> Initializer:
+    """S4D-Lin (Gu et al. 2022): ``A_n = -1/2 + i pi n`` along the last axis (complex)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        del key
+        n = _mode_index(shape, dtype)
+        return (-0.5 + 1j * math.pi * n).astype(_complex(dtype))
+
+    return init
+
+
+def s4d_inv() -> Initializer:
+    """S4D-Inv (Gu et al. 2022): ``A_n = -1/2 + i (N/pi) (N/(2n+1) - 1)``, N = 2 * (last axis) (complex).
+
+    N counts the real state of the conjugate-pair form of S4D, whose ``N/2`` modes
+    are the ones kept here.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        del key
+        n = _mode_index(shape, dtype)
+        size = 2.0 * shape[-1]
+        return (-0.5 + 1j * (size / math.pi) * (size / (2 * n + 1) - 1)).astype(_complex(dtype))
+
+    return init
+
+
+def s4d_real() -> Initializer:
+    """S4D-Real (Gu et al. 2022, and Mamba's A): ``A_n = -(n + 1)`` along the last axis (real)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        del key
+        return -(_mode_index(shape, dtype) + 1).astype(dtype)
+
+    return init
+
+
+def log_uniform(low: float = 1e-3, high: float = 1e-1) -> Initializer:
+    """``exp(U(log low, log high))``: step sizes Delta of state-space models (default 1e-3 to 1e-1)."""
+    if not 0 < low <= high:
+        raise ValueError(f"log_uniform needs 0 < low <= high, got low={low}, high={high}")
+
+    def init(key, shape, dtype=jnp.float32):
+        return jnp.exp(jax.random.uniform(key, shape, dtype, math.log(low), math.log(high)))
+
+    return init
+
+
+GATE_ROLES = ("keep", "write", "other")
+"""Roles of gate blocks that gate-aware bias initializers (:func:`chrono`) receive:
+``keep`` gates multiply the previous state (LSTM forget, GRU ``z``), ``write`` gates the
+new content (LSTM input gate, minGRU's update gate), ``other`` anything else."""
+
+
+def chrono(t_max: float) -> Initializer:
+    """Chrono initialization of gate biases (Tallec & Ollivier 2018).
+
+    With ``u ~ U(1, t_max - 1)`` per unit, a ``keep`` gate gets bias ``log u`` (so it
+    keeps about ``u/(1+u)`` of the state each step: time constants from 1 to about
+    ``t_max``), a ``write`` gate ``-log u`` (the LSTM input gate ``b_i = -b_f``), any other
+    gate 0. The cells pass the roles of their stacked gate biases (:data:`GATE_ROLES`);
+    called without them, every entry is a ``keep`` bias.
+
+    Args:
+        t_max: the longest time dependency expected (> 2).
+    """
+    if not t_max > 2:
+        raise ValueError(f"chrono needs t_max > 2 (u ~ U(1, t_max - 1)), got t_max={t_max}")
+
+    def init(key, shape, dtype=jnp.float32, gates=("keep",)):
+        blocks = _gate_blocks(shape, gates)
+        log_u = jnp.log(jax.random.uniform(key, blocks[1:], dtype, 1.0, t_max - 1.0))
+        sign = {"keep": 1.0, "write": -1.0, "other": 0.0}
+        return jnp.concatenate([sign[role] * log_u for role in gates], axis=-1)
+
+    return init
+
+
+def _gate_blocks(shape, gates) -> tuple:
+    unknown = sorted(set(gates) - set(GATE_ROLES))
+    if unknown:
+        raise ValueError(f"gate roles must be among {GATE_ROLES}, got {unknown}")
+    if len(shape) < 1 or shape[-1] % len(gates):
+        raise ValueError(f"expected a bias whose last axis splits into {len(gates)} gate blocks {tuple(gates)}, "
+                         f"got shape {tuple(shape)}")
+    return (len(gates), *shape[:-1], shape[-1] // len(gates))
+
+
+def gate_bias(init: Initializer, key, shape, dtype, gates: tuple[str, ...]) -> jax.Array:
+    """Draw a gate-stacked bias: gate-aware initializers (those taking ``gates``) get the roles.
+
+    Args:
+        init: an initializer; if its signature has a ``gates`` keyword it receives ``gates``.
+        key: the PRNG key, as for any initializer.
+        shape: the bias shape; its last axis splits into ``len(gates)`` blocks.
+        dtype: the dtype, as for any initializer.
+        gates: the role of each stacked gate block, from :data:`GATE_ROLES`.
+    """
+    try:
+        takes_gates = "gates" in inspect.signature(init).parameters
+    except (TypeError, ValueError):  # a callable without a signature
+        takes_gates = False
+    return init(key, shape, dtype, gates=tuple(gates)) if takes_gates else init(key, shape, dtype)
+
+
 def _require_matrix(name: str, shape) -> None:
     if len(shape) != 2:
         raise ValueError(f"{name} initializer expects a 2-D shape (fan_in, fan_out), got {tuple(shape)}")
@@ -207,6 +383,12 @@ _FACTORIES: dict[str, Callable[..., Initializer]] = {
     "truncated_normal": truncated_normal,
     "zeros": zeros,
     "constant": constant,
+    "ring": ring,
+    "s4d_lin": s4d_lin,
+    "s4d_inv": s4d_inv,
+    "s4d_real": s4d_real,
+    "log_uniform": log_uniform,
+    "chrono": chrono,
 }
 
 _ALIASES = {
@@ -240,11 +422,15 @@ def get(name: str, **options) -> Initializer:
             f"unknown initializer {name!r}; valid names are: {', '.join(available())}"
         )
     factory = _FACTORIES[key]
-    accepted = list(inspect.signature(factory).parameters)
-    unknown = sorted(set(options) - set(accepted))
+    parameters = inspect.signature(factory).parameters
+    unknown = sorted(set(options) - set(parameters))
     if unknown:
-        takes = ", ".join(accepted) if accepted else "no options"
+        takes = ", ".join(parameters) if parameters else "no options"
         raise TypeError(f"initializer {name!r} takes {takes}; got unexpected option(s) {', '.join(unknown)}")
+    missing = [p for p, spec in parameters.items() if spec.default is inspect.Parameter.empty and p not in options]
+    if missing:
+        raise TypeError(f"initializer {name!r} needs option(s) {', '.join(missing)}, "
+                        f"e.g. ({name!r}, {{{missing[0]!r}: ...}}) or on the command line {name}:{missing[0]}=...")
     return factory(**options)
 
 

@@ -79,6 +79,8 @@ ALLOWED = {
     "cli.md": ["(rate < -0.01 and a finite horizon)", "(rate < -0.01 but sigma_max", "(rate < -0.01)", "(rate > 0.01)", "threshold (0.01)", "base64", "(seed 0)"],
     "explore.md": ["0.1 to 3"],
     "gallery.md": ["(3.4 in)", "sigma_max = 0.01", "(-0.01 and 0.01", "stddev 1"],
+    "modern.md": ["ring [0.9, 0.999]", "$r_{\\max} = 0.999$", "$[0.9, 0.999]$", "$\\lambda = 0.999$", "| 0.9 |",
+                  "| 0.99 |", "| 0.999 |", "| 0.9999 |", "$r = 0.95$", "phases up to 0.5"],
     "monitor.md": ["below 0.01"],
     "theory.md": ["gain 2.7", "gain 3.9", "0.25 to 8", "$\\sigma_w = 1.5$", "(say 0.1"],
 }

@@ -14,6 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from gradscope.core import _checks
+from gradscope.core import diagonal
 from gradscope import initializers
 from gradscope.analysis import metrics
 from gradscope.core._lapack import lapack_thread_limit
@@ -22,9 +23,8 @@ from gradscope.analysis.spectra import Spectra, spectra_of
 from gradscope.display.headline import Headline, Readable, lag_range
 from gradscope.core.types import ArrayLike, Cell, DTypeLike, InitializerSpec, Lags, Seeds
 
-__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "aggregate_runs", "compare", "identical_labels",
-           "labelled_initializers",
-           "make_inputs"]
+__all__ = ["DEFAULT_INITIALIZERS", "Comparison", "SpectraResults", "aggregate_runs", "compare", "draw_over_seeds",
+           "identical_labels", "labelled_initializers", "make_inputs", "spectra_over_seeds"]
 
 DEFAULT_INITIALIZERS = ("orthogonal", "glorot_normal", "he_normal", "lecun_normal", "identity", "normal")
 """What :func:`compare` compares when no initializers are given (``normal`` has stddev 1)."""
@@ -231,10 +231,33 @@ def _spectra_over_seeds(step, params, xs, h0, lags):
     return jax.vmap(lambda p, x: spectra_of(step, p, x, h0, lags))(params, xs)
 
 
-def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, InitializerSpec] = DEFAULT_INITIALIZERS,
+def _diagonal_over_seeds(step, params, xs, h0, lags, kind) -> Spectra:
+    one = lambda p, x: diagonal.diagonal_core(step, p, x, h0, lags, "backward", False, 0, kind)  # noqa: E731
+    out, residual = jax.vmap(one)(params, xs)
+    return Spectra(*diagonal.check_diagonal(out, residual, xs.dtype, kind), lags)
+
+
+def spectra_over_seeds(cell, params, xs, h0, lags: tuple[int, ...]) -> Spectra:
+    """Spectra of ``cell`` for a batch of seeds: ``params`` and ``xs`` carry a leading seed axis.
+
+    One jit-compiled, vmapped call; cells that declare a diagonal Jacobian take the
+    diagonal fast path (:mod:`gradscope.core.diagonal`).
+    """
+    step, kind = _checks.cell_step(cell), diagonal.resolve_kind(cell, None, None)
+    if kind is None:
+        return _spectra_over_seeds(step, params, xs, h0, lags)
+    return _diagonal_over_seeds(step, params, xs, h0, lags, kind)
+
+
+def draw_over_seeds(cell, keys, dtype, **init_options):
+    """``cell.init(key, dtype=dtype, **init_options)`` for each key, stacked on a leading seed axis."""
+    return jax.vmap(lambda k: cell.init(k, dtype=dtype, **init_options))(keys)
+
+
+def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, InitializerSpec] | None = None,
             *, seeds: Seeds = 4, num_steps: int = 100, inputs: str | ArrayLike = "gaussian", input_scale: float = 1.0,
-            lags: Lags = "all", num_log_lags: int = 32, input_init: InitializerSpec = "lecun_normal",
-            bias_init: InitializerSpec = "zeros", dtype: DTypeLike = None,
+            lags: Lags = "all", num_log_lags: int = 32, input_init: InitializerSpec | None = None,
+            bias_init: InitializerSpec | None = None, dtype: DTypeLike = None,
             thresholds: metrics.Thresholds = metrics.Thresholds(), progress: bool | None = None) -> Comparison:
     """Compare recurrent-kernel initializers for ``cell`` over several seeds.
 
@@ -242,19 +265,26 @@ def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, I
     ``cell.init(key, recurrent_init=..., input_init=..., bias_init=...)`` and the
     spectra of every seed are computed in one vmapped, jit-compiled call (compiled
     once for the whole comparison, since every initializer has the same shapes).
+    Cells that declare a diagonal Jacobian (the modern cells) take the diagonal fast
+    path (:mod:`gradscope.core.diagonal`).
 
     Args:
         cell: a cell with ``init``, ``step``, ``initial_state`` and ``input_size``.
         initializers: names, ``(name, options)`` pairs, callables, or a dict
-            label -> any of those. The recurrent kernel is what varies.
+            label -> any of those. The recurrent kernel is what varies (for the modern
+            cells, what sets the decay: the LRU's ring, an SSM's A, the min cells' gate
+            biases). None: the cell's ``default_initializers`` if it has them, else
+            :data:`DEFAULT_INITIALIZERS`.
         seeds: a count (seeds 0..count-1) or explicit ints.
         num_steps: the horizon T.
         inputs: ``"gaussian"``, ``"zeros"``, or your own array (see :func:`make_inputs`).
         input_scale: std of the Gaussian inputs.
         lags: ``"all"``, ``"log"`` or ints (see :func:`gradscope.select_lags`).
         num_log_lags: lag count for ``lags="log"``.
-        input_init: fixed initializer of the input kernel.
-        bias_init: fixed initializer of the biases.
+        input_init: fixed initializer of the input kernel (None: the cell's default,
+            ``lecun_normal`` for the classic cells).
+        bias_init: fixed initializer of the biases (None: the cell's default, ``zeros`` for
+            the classic cells; ``("chrono", {"t_max": 100})`` for chrono LSTM/GRU gates).
         dtype: ``"float32"`` (default) or ``"float64"`` (needs x64 mode).
         thresholds: verdict and horizon thresholds for the tables.
         progress: show a progress bar (default: only on a terminal).
@@ -275,17 +305,18 @@ def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, I
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     dtype = _checks.check_dtype(dtype) or np.dtype(np.float32)
-    labels, inits = labelled_initializers(initializers)
+    labels, inits = labelled_initializers(getattr(cell, "default_initializers", DEFAULT_INITIALIZERS)
+                                          if initializers is None else initializers)
     kept = select_lags(lags, num_steps, num_log_lags)
     xs = make_inputs(inputs, seeds, num_steps, cell.input_size, input_scale, dtype)
     _checks.check_finite("inputs", xs)
     keys = jnp.stack([jax.random.key(s) for s in seeds])
     h0 = jax.tree_util.tree_map(lambda a: a.astype(dtype), cell.initial_state())
+    fixed = {name: spec for name, spec in (("input_init", input_init), ("bias_init", bias_init)) if spec is not None}
     results = []
     for init in tqdm(inits, desc="initializers", disable=(None if progress is None else not progress)):
-        params = jax.vmap(lambda k, init=init: cell.init(k, recurrent_init=init, input_init=input_init,
-                                                         bias_init=bias_init, dtype=dtype))(keys)
-        results.append(_spectra_over_seeds(_checks.cell_step(cell), params, xs, h0, kept))
+        params = draw_over_seeds(cell, keys, dtype, recurrent_init=init, **fixed)
+        results.append(spectra_over_seeds(cell, params, xs, h0, kept))
     spectra = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
     _warn_nonfinite(spectra, labels, seeds)
     return Comparison(tuple(labels), seeds, spectra, thresholds, cell, num_steps)

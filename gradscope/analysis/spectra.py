@@ -13,6 +13,7 @@ from jax.flatten_util import ravel_pytree
 
 from gradscope.core import _checks
 from gradscope.core import buckets
+from gradscope.core import diagonal as diagonal_path
 from gradscope.core import engine
 from gradscope.analysis import metrics
 from gradscope.core import pipeline, ritz
@@ -268,7 +269,7 @@ def jacobian_spectra(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: S
                      untied: bool = False,
                      batch_axes: int | None = None, chunk: int | None = None, block=None,
                      pipelined: bool | None = None, progress: bool | None = None, method: str = "auto",
-                     bucket: bool | None = None) -> Spectra:
+                     bucket: bool | None = None, diagonal=None) -> Spectra:
     """Singular values of ``dh_T/dh_{T-k}`` for every requested lag k, in one reverse sweep.
 
     The cell is unrolled with ``lax.scan`` from ``h0`` over ``xs``; one sweep then
@@ -319,6 +320,13 @@ def jacobian_spectra(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: S
             (:mod:`gradscope.core.buckets`). Default None: on for small analyses, where a
             compilation costs more than the analysis (bucketed lags * n^3 < 1e8, such as
             hidden 64 with T up to 320); True or False to choose. No effect under ``jit``/``vmap``/``grad``.
+        diagonal: the fast path for diagonal step Jacobians (:mod:`gradscope.core.diagonal`:
+            running sums of ``log|J_t|``, no SVDs; ``chunk`` and ``pipelined`` do not apply).
+            None (default): taken for cells that declare a diagonal Jacobian (the LRU, SSMs,
+            minGRU, minLSTM) unless a ``block`` is asked for; True: forced (a plain step
+            counts as ``"real"``); ``"real"`` or ``"complex"`` (a state ``[Re h, Im h]`` of real
+            pairs) for a plain step; False: the general engine. The structure is verified
+            along the trajectory; a step that is not diagonal raises ValueError.
 
     Returns:
         :class:`Spectra` with ``.lags`` and ``.log_singular_values`` ``[..., len(lags), n]``.
@@ -332,6 +340,7 @@ def jacobian_spectra(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: S
     kept = select_lags(lags, num_steps, num_log_lags)
     if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
         raise ValueError(f"chunk must be a positive int (lags per batched SVD) or None, got {chunk!r}")
+    kind = diagonal_path.resolve_kind(cell_or_step, diagonal, block)
     block = None if block is None else tuple(block_indices(h0, select) for select in block)
     if method not in ("auto", *pipeline.METHODS):
         raise ValueError(f"method must be 'auto', 'svd' or 'ritz', got {method!r}")
@@ -339,7 +348,10 @@ def jacobian_spectra(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: S
     n = flat_h0.size
     if bucket is None and method == "ritz":  # asked for by name: no default bucketing in its way
         bucket = False
-    if buckets.use_buckets(bucket, (params, xs, h0), len(kept), n):
+    if kind is not None:
+        result = Spectra(*diagonal_path.diagonal_sweep(step, params, xs, h0, kept, direction, bool(untied), batch_axes,
+                                                       kind), kept, direction)
+    elif buckets.use_buckets(bucket, (params, xs, h0), len(kept), n):
         _check_method(method, "with bucketing (bucket=True or a small analysis); pass bucket=False to choose it")
         out = buckets.bucketed_sweep(step, params, xs, h0, kept, num_steps, direction, bool(untied), batch_axes,
                                      chunk, _carried_block(block, direction), progress=progress,

@@ -1,6 +1,7 @@
 """What gradscope analyses: recurrent cells and adapters for other libraries' cells.
 
 * :mod:`gradscope.cells.classic`: vanilla RNN, LSTM, layer-norm LSTM, GRU.
+* :mod:`gradscope.cells.modern`: LRU, diagonal SSM (S4D), selective SSM (Mamba), minGRU, minLSTM.
 * :mod:`gradscope.cells.adapters`: Flax, Equinox, PyTorch and Keras layers behind the same interface.
 * :mod:`gradscope.cells.stacked`: recurrent layers stacked into one cell (:class:`Stacked`).
 
@@ -14,17 +15,30 @@ from gradscope.cells import adapters
 from gradscope.cells.adapters import from_equinox, from_flax, from_keras, from_torch
 from gradscope.cells.classic import (ACTIVATIONS, GRU, LSTM, GRUParams, LayerNormLSTM, LayerNormLSTMParams, LSTMParams,
                                      LSTMState, VanillaParams, VanillaRNN, get_activation, layer_norm)
+from gradscope.cells.modern import (LRU, ComplexState, DiagonalSSM, DiagonalSSMParams, LRUParams, MinGRU, MinGRUParams,
+                                    MinLSTM, MinLSTMParams, SelectiveSSM, SelectiveSSMParams)
 from gradscope.cells.stacked import Stacked
 
 __all__ = [
     "ACTIVATIONS",
+    "ComplexState",
+    "DiagonalSSM",
+    "DiagonalSSMParams",
     "GRU",
     "GRUParams",
     "LSTM",
     "LSTMParams",
+    "LRU",
+    "LRUParams",
     "LSTMState",
     "LayerNormLSTM",
     "LayerNormLSTMParams",
+    "MinGRU",
+    "MinGRUParams",
+    "MinLSTM",
+    "MinLSTMParams",
+    "SelectiveSSM",
+    "SelectiveSSMParams",
     "Stacked",
     "VanillaParams",
     "VanillaRNN",

@@ -26,8 +26,10 @@ from gradscope import initializers
 __all__ = [
     "ACTIVATIONS",
     "GRU",
+    "GRU_GATES",
     "GRUParams",
     "LSTM",
+    "LSTM_GATES",
     "LSTMParams",
     "LSTMState",
     "LayerNormLSTM",
@@ -63,6 +65,12 @@ def get_activation(activation: Activation) -> Callable[[jax.Array], jax.Array]:
     raise ValueError(
         f"unknown activation {activation!r}; expected a callable or one of: {', '.join(sorted(ACTIVATIONS))}"
     )
+
+
+LSTM_GATES = ("write", "keep", "other", "other")
+"""Roles (:data:`gradscope.initializers.GATE_ROLES`) of the LSTM's stacked gate biases i, f, g, o."""
+GRU_GATES = ("other", "keep", "other")
+"""Roles of the GRU's input-bias gate blocks r, z, n (z keeps the state: ``h_t = (1-z) h~ + z h_{t-1}``)."""
 
 
 def _check_sizes(cell) -> None:
@@ -181,10 +189,14 @@ class LSTM:
 
     def init(self, key, recurrent_init="orthogonal", input_init="lecun_normal", bias_init="zeros",
              dtype=jnp.float32) -> LSTMParams:
-        """Draw parameters, each gate block separately; then add ``forget_bias``."""
+        """Draw parameters, each gate block separately; then add ``forget_bias``.
+
+        A gate-aware ``bias_init`` such as ``("chrono", {"t_max": 100})`` gets the gate
+        roles (:data:`LSTM_GATES`): chrono sets ``b_f = log u``, ``b_i = -log u``.
+        """
         k_rec, k_in, k_b = jax.random.split(key, 3)
         n, m = self.hidden_size, self.input_size
-        bias = _init_bias(bias_init, k_b, (4 * n,), dtype)
+        bias = _init_bias(bias_init, k_b, (4 * n,), dtype, gates=LSTM_GATES)
         bias = bias.at[n:2 * n].add(self.forget_bias)
         return LSTMParams(
             initializers.per_block(initializers.resolve(recurrent_init), 4)(k_rec, (n, 4 * n), dtype),
@@ -348,14 +360,20 @@ class GRU:
 
     def init(self, key, recurrent_init="orthogonal", input_init="lecun_normal", bias_init="zeros",
              dtype=jnp.float32) -> GRUParams:
-        """Draw parameters, each gate block separately."""
+        """Draw parameters, each gate block separately.
+
+        ``bias_init`` draws both bias vectors, but a gate-aware one such as
+        ``("chrono", {"t_max": 100})`` goes into ``input_bias`` only (roles
+        :data:`GRU_GATES`, ``b_z = log u``) and leaves ``recurrent_bias`` at 0, since the
+        two add up.
+        """
         k_rec, k_in, k_bi, k_bh = jax.random.split(key, 4)
         n, m = self.hidden_size, self.input_size
         return GRUParams(
             initializers.per_block(initializers.resolve(recurrent_init), 3)(k_rec, (n, 3 * n), dtype),
             initializers.per_block(initializers.resolve(input_init), 3)(k_in, (m, 3 * n), dtype),
-            _init_bias(bias_init, k_bi, (3 * n,), dtype),
-            _init_bias(bias_init, k_bh, (3 * n,), dtype),
+            _init_bias(bias_init, k_bi, (3 * n,), dtype, gates=GRU_GATES),
+            _init_bias(bias_init, k_bh, (3 * n,), dtype, gates=("other",) * 3),  # chrono once: the biases add up
         )
 
     def step(self, params: GRUParams, h: jax.Array, x: jax.Array) -> jax.Array:
@@ -377,10 +395,10 @@ class GRU:
         return jnp.zeros((self.hidden_size,), dtype)
 
 
-def _init_bias(spec, key, shape, dtype):
+def _init_bias(spec, key, shape, dtype, gates=("other",)):
     init = initializers.resolve(spec)
     try:
-        return init(key, shape, dtype)
+        return initializers.gate_bias(init, key, shape, dtype, gates)
     except ValueError:  # a matrix-only initializer (identity) asked for a vector
         raise ValueError(f"bias initializer {spec!r} cannot make a vector of shape {shape}; "
                          "use zeros, constant, normal or uniform") from None

@@ -217,7 +217,9 @@ def _legend_below(ax, handles, title=None, max_columns: int = 3) -> None:
 
 
 def describe_cell(cell) -> str:
-    """Short text naming a cell for titles, e.g. ``"VanillaRNN hidden 64 tanh"``."""
+    """Short text naming a cell for titles, e.g. ``"VanillaRNN hidden 64 tanh"`` (a ``describe()`` method wins)."""
+    if callable(getattr(cell, "describe", None)):
+        return cell.describe()
     parts = [type(cell).__name__]
     if hasattr(cell, "hidden_size"):
         parts.append(f"hidden {cell.hidden_size}")

@@ -4,6 +4,7 @@
   (re-exported here, so ``gradscope.theory.mean_field`` is the function).
 * :mod:`gradscope.theory.calibrate`: the critical gain of a cell, measured.
 * :mod:`gradscope.theory.phase`: phase diagrams of measured rates against mean field.
+* :mod:`gradscope.theory.memory`: closed forms for the curse of memory in linear diagonal recurrences.
 """
 
 from gradscope.theory.meanfield import *  # noqa: F401,F403  (the namespace re-exports the mean-field API)
