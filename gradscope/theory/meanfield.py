@@ -366,8 +366,9 @@ def _in_chunks(core, *arrays):
     return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p)[:size].reshape(shape), *parts)
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames="bracket")
-def _critical_core(spec, sigma_b, sigma_x, initial_variance, bracket):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 4))
+def _critical_root(spec, sigma_b, sigma_x, initial_variance, bracket):
+    """Bisection for chi1(sigma_w) = 1; differentiated implicitly (see :func:`_critical_root_jvp`)."""
     lo = jnp.full_like(sigma_b, np.log(bracket[0]))
     hi = jnp.full_like(sigma_b, np.log(bracket[1]))
 
@@ -384,6 +385,25 @@ def _critical_core(spec, sigma_b, sigma_x, initial_variance, bracket):
 
     lo, hi = jax.lax.fori_loop(0, _BISECTION_STEPS, bisect, (lo, hi))
     return jnp.where(bracketed, jnp.exp(0.5 * (lo + hi)), jnp.nan)
+
+
+@_critical_root.defjvp
+def _critical_root_jvp(spec, bracket, primals, tangents):
+    r"""The derivative of the critical line by the implicit function theorem.
+
+    On the line :math:`\chi_1(\sigma_w^*, \sigma_b, \sigma_x, v_0) = 1`, so
+    :math:`d\sigma_w^* = -d\chi_1|_{\sigma_w} / (\partial\chi_1/\partial\sigma_w)`, where the
+    numerator is the change of :math:`\chi_1` with the other inputs at fixed :math:`\sigma_w^*`.
+    (The bisection itself has zero derivative almost everywhere.)
+    """
+    root = _critical_root(spec, *primals, bracket)
+    chi1 = lambda w, *rest: _mean_field_core(spec, w, *rest).chi1  # noqa: E731
+    slope = jax.jvp(lambda w: chi1(w, *primals), (root,), (jnp.ones_like(root),))[1]
+    shift = jax.jvp(lambda *rest: chi1(root, *rest), primals, tangents)[1]
+    return root, -shift / slope
+
+
+_critical_core = jax.jit(_critical_root, static_argnums=(0, 4))
 
 
 def critical_sigma_w(activation, sigma_b=0.0, sigma_x=0.0, *, initial_variance=1.0,
@@ -414,8 +434,8 @@ def critical_sigma_w(activation, sigma_b=0.0, sigma_x=0.0, *, initial_variance=1
         raise ValueError(f"bracket must be (low, high) with 0 < low < high, got {bracket!r}")
     spec = activation_spec(activation, kinks)
     arrays = _as_variances(sigma_b=sigma_b, sigma_x=sigma_x, initial_variance=initial_variance)
-    core = functools.partial(_critical_core, spec, bracket=(float(bracket[0]), float(bracket[1])))
-    return _in_chunks(core, *arrays)
+    bracket = (float(bracket[0]), float(bracket[1]))
+    return _in_chunks(lambda *args: _critical_core(spec, *args, bracket), *arrays)
 
 
 def derivative_bound(activation) -> float:
