@@ -42,6 +42,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "lags": ("gradscope.core.lags", None),
     "lyapunov": ("gradscope.analysis.lyapunov", None),
     "metrics": ("gradscope.analysis.metrics", None),
+    "penalties": ("gradscope.training.penalties", None),
     "phase": ("gradscope.theory.phase", None),
     "pipeline": ("gradscope.core.pipeline", None),
     "profile": ("gradscope.analysis.profile", None),
@@ -97,4 +98,4 @@ if TYPE_CHECKING:  # what static tools see; at run time the names above load on 
     from gradscope.core._checks import NumericalOverflowError
     from gradscope.display import report
     from gradscope.theory import calibrate, phase
-    from gradscope.training import clipping
+    from gradscope.training import clipping, penalties
