@@ -172,6 +172,14 @@ def test_verdict_and_summary_under_jit():
     assert metrics.verdict_names(codes) == eager.verdict()
     summary = jax.jit(lambda p: gradscope.jacobian_spectra(cell, p, xs).summary())(params)
     np.testing.assert_allclose(np.asarray(summary[:3]), np.asarray(eager.summary()[:3]), rtol=1e-12)
+    # vmap over parameter sets (seeds) equals one eager call per set
+    stacked = jax.tree_util.tree_map(lambda a: jnp.stack([a, 0.9 * a]), params)
+    batched = jax.vmap(lambda p: gradscope.jacobian_spectra(cell, p, xs, lags=LAGS).log_singular_values)(stacked)
+    for i, scale in enumerate((1.0, 0.9)):
+        one = gradscope.jacobian_spectra(cell, jax.tree_util.tree_map(lambda a: scale * a, params), xs, lags=LAGS)
+        relative = lambda log_sv: np.exp(log_sv - log_sv[:, :1])  # noqa: E731  (sigma_i / sigma_max: known to ~eps)
+        np.testing.assert_allclose(batched[i][:, 0], one.log_singular_values[:, 0], rtol=1e-12)
+        np.testing.assert_allclose(relative(batched[i]), relative(one.log_singular_values), rtol=0, atol=1e-12)
 
 
 def test_horizon_gradients_and_soft_horizon():

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradscope.core import _checks
+
 __all__ = [
     "VERDICTS",
     "LagMetrics",
@@ -223,7 +225,7 @@ def verdict_names(codes):
     back unchanged, as int codes into :data:`VERDICTS`; name them after the transformation
     with this function.
     """
-    if isinstance(codes, jax.core.Tracer):
+    if not _checks.is_concrete(codes):
         return codes
     codes = np.asarray(codes)
     return np.vectorize(verdict_name)(codes) if codes.ndim else verdict_name(codes)
