@@ -1,6 +1,6 @@
 """The penalty arm and the trainability predictor of docs/training.md, and the penalty's cost on docs/penalties.md.
 
-Run from the repository root (about fifteen minutes on 2 CPU cores):
+Run from the repository root (about ten minutes on 2 CPU cores):
 
     python docs/scripts/make_penalty_experiments.py
     python docs/scripts/make_penalty_experiments.py --from-csv   # only the texts, from docs/data/penalty_runs.csv
