@@ -10,8 +10,8 @@ Run from the repository root (about ten minutes on 2 CPU cores):
    Every run's candidate predictors are measured at initialization, on the task's first
    evaluation sequence (before any training step).
 2. **Penalty arm**: the same runs (same initial parameters and batches) at lags 20 and 30
-   with ``Penalty(lags=(lag // 2, lag), kind="rate", weight=1.0)`` added to every step,
-   and the copy task at lags 15 and 25 (six initializers, three seeds) with and without it.
+   with ``Penalty(lags=(lag // 2, lag), kind="rate", weight=1.0)`` added to every step
+   (and weights 0.1 and 10 at lag 20), and the copy task at lags 15 and 25 (six initializers, three seeds) with and without it.
 3. **Predictor**: each candidate is a band rule "learns iff lo <= value <= hi" (alone, or
    together with a band on the task lag) fitted (the band with the highest accuracy) on
    seeds 0 and 1 at lags 5, 10 and 20; the rule with the best fitted accuracy is evaluated
@@ -39,6 +39,7 @@ RUNS_CSV = DATA / "penalty_runs.csv"
 STORE = "penalty"
 SUCCESS_RATIO = 0.2
 TRAIN_SEEDS, TRAIN_LAGS = (0, 1), (5, 10, 20)
+WEIGHTS = (0.1, 10.0)  # the other penalty weights tried at adding lag 20 (the main arm uses 1.0)
 INITIALIZERS = {
     "orthogonal": "orthogonal",
     "orthogonal, gain 0.5": ("orthogonal", {"gain": 0.5}),
@@ -106,41 +107,40 @@ def _table(run, lag: int, task: str, arm: str, with_candidates: bool) -> pd.Data
     table.insert(0, "task", task)
     table["learned"] = table["loss_ratio"] <= SUCCESS_RATIO
     if with_candidates:
-        table = pd.concat([table.reset_index(drop=True), _candidates(run, lag)], axis=1)
+        table = pd.concat([table.reset_index(drop=True), _candidates(run, lag).drop(columns="lag")], axis=1)
     return table
 
 
-def run_experiments(quick: bool = False) -> pd.DataFrame:
-    """Every run of the page: plain and penalised, adding and copy; one row per run."""
+def train_arm(task_name: str, lag: int, inits, seeds: int, penalised: bool, with_candidates: bool,
+              weight: float = 1.0, quick: bool = False) -> pd.DataFrame:
+    """Train one arm (a task, a lag, with or without the penalty); its rows of the per-run table."""
     import jax
 
     import gradscope
     from gradscope import penalties, training
 
-    tables = []
+    task = training.make_task(task_name, lag)
+    cell = gradscope.VanillaRNN(32, input_size=task.input_size)
+    penalty = penalties.Penalty(lags=(lag // 2, lag), kind="rate", weight=weight) if penalised else None
+    config = training.TrainConfig(num_steps=20 if quick else 1500, eval_every=20 if quick else 1500,
+                                  learning_rate=3e-3, batch_size=32, penalty=penalty)
+    start = time.time()
+    run = training.train(cell, task, {k: INITIALIZERS[k] for k in inits}, seeds=seeds, config=config,
+                         key=jax.random.key(0), progress=False)
+    label = "plain" if not penalised else "penalty" if weight == 1.0 else f"penalty {weight:g}"
+    print(f"{task_name} lag {lag} {label}: {time.time() - start:.0f} s", flush=True)
+    return _table(run, lag, task_name, label, with_candidates)
 
-    def arm(task_name, lag, inits, seeds, penalised, with_candidates):
-        task = training.make_task(task_name, lag)
-        cell = gradscope.VanillaRNN(32, input_size=task.input_size)
-        penalty = penalties.Penalty(lags=(lag // 2, lag), kind="rate", weight=1.0) if penalised else None
-        config = training.TrainConfig(num_steps=20 if quick else 1500, eval_every=20 if quick else 1500, learning_rate=3e-3, batch_size=32,
-                                      penalty=penalty)
-        start = time.time()
-        run = training.train(cell, task, {k: INITIALIZERS[k] for k in inits}, seeds=seeds, config=config,
-                             key=jax.random.key(0), progress=False)
-        tables.append(_table(run, lag, task_name, "penalty" if penalised else "plain", with_candidates))
-        print(f"{task_name} lag {lag} {'penalty' if penalised else 'plain'}: {time.time() - start:.0f} s", flush=True)
 
+def run_experiments(quick: bool = False) -> pd.DataFrame:
+    """Every run of the page: plain and penalised, adding and copy; one row per run."""
     everything, six = list(INITIALIZERS), ["orthogonal", "orthogonal, gain 0.5", "glorot_normal", "he_normal",
                                             "identity", "normal (stddev 1)"]
-    for lag in (5, 10, 15, 20, 30):
-        arm("adding", lag, everything, 4, False, True)
-    for lag in (20, 30):
-        arm("adding", lag, everything, 4, True, False)
-    for lag in (15, 25):
-        for penalised in (False, True):
-            arm("copy", lag, six, 3, penalised, False)
-    return pd.concat(tables, ignore_index=True)
+    arms = [("adding", lag, everything, 4, False, True, 1.0) for lag in (5, 10, 15, 20, 30)]
+    arms += [("adding", lag, everything, 4, True, False, 1.0) for lag in (20, 30)]
+    arms += [("adding", 20, everything, 4, True, False, weight) for weight in WEIGHTS]
+    arms += [("copy", lag, six, 3, penalised, False, 1.0) for lag in (15, 25) for penalised in (False, True)]
+    return pd.concat([train_arm(*arm, quick=quick) for arm in arms], ignore_index=True)
 
 
 def penalty_cost() -> float:
@@ -336,10 +336,25 @@ def paired_texts(runs: pd.DataFrame) -> dict[str, str]:
     return texts
 
 
+def weight_table(runs: pd.DataFrame, lag: int = 20) -> str:
+    """Markdown: the adding task at ``lag`` for each penalty weight, against the plain runs, run by run."""
+    chosen = runs[(runs["task"] == "adding") & (runs["lag"] == lag)]
+    plain = chosen[chosen["arm"] == "plain"]
+    lines = ["| penalty weight | learned / runs | runs with a lower final loss than plain | median factor on the loss |",
+             "|---|---|---|---|", f"| 0 (plain) | {int(plain['learned'].sum())}/{len(plain)} | — | — |"]
+    arms = sorted({a for a in chosen["arm"] if a.startswith("penalty")}, key=lambda a: float(a[8:] or 1.0))
+    for arm in arms:
+        pairs = plain.merge(chosen[chosen["arm"] == arm], on=["init", "seed"], suffixes=("_plain", "_penalty"))
+        change = np.log(pairs["loss_ratio_penalty"].to_numpy()) - np.log(pairs["loss_ratio_plain"].to_numpy())
+        lines.append(f"| {float(arm[8:] or 1.0):g} | {int(pairs['learned_penalty'].sum())}/{len(pairs)} | "
+                     f"{int(np.sum(change < 0))} of {len(pairs)} | {np.exp(np.median(change)):.2f} |")
+    return "\n".join(lines)
+
+
 def quick_numbers():
     """The predictor's texts, refitted from the stored per-run table (well under a second)."""
     runs = pd.read_csv(RUNS_CSV)
-    return STORE, {**predictor_texts(runs), **paired_texts(runs)}
+    return STORE, {**predictor_texts(runs), **paired_texts(runs), "weight_table": weight_table(runs)}
 
 
 def main(from_csv: bool = False) -> None:
@@ -355,6 +370,7 @@ def main(from_csv: bool = False) -> None:
         numbers[name] = text
     numbers["adding_table"] = penalty_table(runs, "adding", (20, 30))
     numbers["copy_table"] = penalty_table(runs, "copy", (15, 25))
+    numbers["weight_table"] = weight_table(runs)
     for task, lags in (("adding", (20, 30)), ("copy", (15, 25))):
         for arm in ("plain", "penalty"):
             chosen = runs[(runs["task"] == task) & runs["lag"].isin(lags) & (runs["arm"] == arm)]
