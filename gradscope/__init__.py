@@ -47,6 +47,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "monitor": ("gradscope.training.monitor", None),
     "metrics": ("gradscope.analysis.metrics", None),
     "modern": ("gradscope.cells.modern", None),
+    "penalties": ("gradscope.training.penalties", None),
     "phase": ("gradscope.theory.phase", None),
     "pipeline": ("gradscope.core.pipeline", None),
     "profile": ("gradscope.analysis.profile", None),
@@ -128,5 +129,5 @@ if TYPE_CHECKING:  # what static tools see; at run time the names above load on 
     from gradscope.display import report
     from gradscope.display.explore import explore
     from gradscope.theory import calibrate, memory, phase
-    from gradscope.training import clipping, monitor
+    from gradscope.training import clipping, monitor, penalties
     from gradscope.training.monitor import Monitor

@@ -45,6 +45,24 @@ def _window_map(step, params, xs, unravel, start, stop):
     return lambda v: jax.lax.scan(body, v, (jnp.arange(num_steps), xs))[0]
 
 
+def _products(step, params, xs, h0, lags, direction):
+    """Pure-JAX Jacobian products ``[lags, n, n]`` by ``jax.jacrev`` of the unrolled map (differentiable)."""
+    v0, unravel = ravel_pytree(h0)
+    num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
+
+    def advance(v, x):
+        v_next = ravel_pytree(step(params, unravel(v), x))[0]
+        return v_next, v_next
+
+    states = jnp.concatenate([v0[None], jax.lax.scan(advance, v0, xs)[1]])  # h_0 .. h_T
+
+    def one(k):
+        start, stop = (num_steps - k, num_steps) if direction == "backward" else (0, k)
+        return jax.jacrev(_window_map(step, params, xs, unravel, start, stop))(states[start])
+
+    return jax.vmap(one)(jnp.asarray(lags))
+
+
 def reference_products(step, params, xs, h0, lags, direction="backward"):
     """Float64 Jacobian products by ``jax.jacrev`` of the unrolled map, one per lag.
 
@@ -54,26 +72,19 @@ def reference_products(step, params, xs, h0, lags, direction="backward"):
 
     Returns a float64 NumPy array ``[lags, n, n]``.
     """
-
-    def products(params, xs, h0, lags):
-        v0, unravel = ravel_pytree(h0)
-        num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
-
-        def advance(v, x):
-            v_next = ravel_pytree(step(params, unravel(v), x))[0]
-            return v_next, v_next
-
-        states = jnp.concatenate([v0[None], jax.lax.scan(advance, v0, xs)[1]])  # h_0 .. h_T
-
-        def one(k):
-            start, stop = (num_steps - k, num_steps) if direction == "backward" else (0, k)
-            return jax.jacrev(_window_map(step, params, xs, unravel, start, stop))(states[start])
-
-        return jax.vmap(one)(lags)
-
     with jax.enable_x64(True):
-        out = jax.jit(products)(_to_float64(params), _to_float64(xs), _to_float64(h0), jnp.asarray(lags))
+        run = jax.jit(_products, static_argnums=(0, 5))
+        out = run(step, _to_float64(params), _to_float64(xs), _to_float64(h0), jnp.asarray(lags), direction)
         return np.asarray(out, dtype=np.float64)
+
+
+def reference_log_singular_values(step, params, xs, h0, lags, direction="backward"):
+    """``[lags, n]`` log singular values (descending) of the jacrev products, in JAX: differentiable.
+
+    ``jnp.linalg.svd`` of ``jax.jacrev`` of the unrolled map, nothing shared with the
+    engine; ``jax.grad`` of it is the reference gradient (call it in float64).
+    """
+    return jnp.log(jnp.linalg.svd(_products(step, params, xs, h0, lags, direction), compute_uv=False))
 
 
 def reference_singular_values(products):
@@ -116,6 +127,9 @@ class Reference:
     """Namespace handed to tests by the ``reference`` fixture."""
 
     products = staticmethod(reference_products)
+    products_jax = staticmethod(lambda step, params, xs, h0, lags, direction="backward": _products(
+        step, params, xs, h0, lags, direction))
+    log_singular_values = staticmethod(reference_log_singular_values)
     singular_values = staticmethod(reference_singular_values)
     assert_match = staticmethod(assert_spectra_match)
     assert_same = staticmethod(assert_same_spectra)

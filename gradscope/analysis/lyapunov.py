@@ -231,7 +231,11 @@ def lyapunov_spectrum(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: 
 
     Raises:
         ValueError / TypeError: malformed inputs or options.
-        gradscope.NumericalOverflowError: the states or tangent vectors became inf/NaN.
+        gradscope.NumericalOverflowError: the states or tangent vectors became inf/NaN (when
+            called eagerly; under ``jit``/``vmap``/``grad`` check the returned ``finite`` instead).
+
+    Works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (the exponents are differentiable
+    where the QR factors are, that is wherever the frame keeps full rank).
     """
     step, params, xs, h0, num_steps, batch_axes = _spectra.prepare_inputs(cell_or_step, params, xs, h0, dtype=dtype,
                                                                           untied=untied)
@@ -242,7 +246,7 @@ def lyapunov_spectrum(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: 
     qr, accumulate = qr_schedule(num_steps, transient, interval)
     totals, finite = _lyapunov_core(step, params, xs, h0, frame, qr, accumulate, bool(untied), batch_axes)
     result = _assemble(totals, finite, qr, accumulate, transient, interval)
-    _raise_if_diverged(result)
+    _checks.raise_if_overflowed(result.finite, "tangent vectors")
     return result
 
 
@@ -252,12 +256,3 @@ def _assemble(totals, finite, qr, accumulate, transient: int, interval: int) -> 
     history = totals[..., checkpoints, :] / jnp.asarray(counts, totals.dtype)[:, None]
     return LyapunovSpectrum(history[..., -1, :], history, finite,
                             tuple(int(c) for c in counts), int(transient), int(interval))
-
-
-def _raise_if_diverged(result: LyapunovSpectrum) -> None:
-    finite = np.asarray(result.finite)
-    if not finite.all():
-        where = "" if finite.ndim == 0 else f" at batch indices {np.argwhere(~finite).tolist()[:5]}"
-        raise _checks.NumericalOverflowError(
-            f"the unrolled states or tangent vectors became inf/NaN{where}: the forward dynamics diverge. "
-            "Lower the recurrent gain, shorten xs, or use dtype='float64'")

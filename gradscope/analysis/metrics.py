@@ -27,6 +27,13 @@ Definitions (natural logs throughout):
   - ``"exploding"``: ``rate > Thresholds.exploding``;
   - ``"stable"``: otherwise;
   - ``"non-finite"``: the states or products overflowed (no rate).
+
+Every function here works under ``jax.jit``, ``jax.vmap`` and ``jax.grad``. The rates
+are linear in the profile, so their gradients are exact. The horizon is differentiable
+where it is finite, through the interpolation between the two lags around the
+crossing, but jumps when the crossing passes a kept lag and has no gradient where it is
+``inf``; :func:`soft_horizon` is a smooth version to put in a loss. The verdict is an
+integer code (no gradient).
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradscope.core import _checks
+
 __all__ = [
     "VERDICTS",
     "LagMetrics",
@@ -47,9 +56,11 @@ __all__ = [
     "fit_rate",
     "lag_metrics",
     "memory_horizon",
+    "soft_horizon",
     "summarize",
     "verdict_code",
     "verdict_name",
+    "verdict_names",
 ]
 
 VERDICTS = ("vanishing", "stable", "exploding", "non-finite", "slowly vanishing")
@@ -169,9 +180,40 @@ def memory_horizon(lags: jax.Array, log_sigma_max: jax.Array, threshold: float) 
     take = lambda a, i: jnp.take_along_axis(a, i[..., None], axis=-1)[..., 0]  # noqa: E731
     y0, y1 = take(log_sigma_max, prev), take(log_sigma_max, first)
     k0, k1 = lags[prev], lags[first]
-    frac = jnp.where(jnp.isfinite(y1) & (y0 > y1), (y0 - level) / (y0 - y1), 1.0)
+    sloped = jnp.isfinite(y1) & (y0 > y1)  # both sides of the where stay finite, so gradients do too
+    frac = jnp.where(sloped, jnp.where(sloped, y0 - level, 1.0) / jnp.where(sloped, y0 - y1, 1.0), 1.0)
     crossing = jnp.where(first > 0, k0 + jnp.clip(frac, 0.0, 1.0) * (k1 - k0), k1)
     return jnp.where(jnp.any(below, axis=-1), crossing, jnp.inf)
+
+
+@jax.jit
+def soft_horizon(lags: jax.Array, log_sigma_max: jax.Array, threshold: float = 1e-2,
+                 temperature: float = 0.5) -> jax.Array:
+    r"""A smooth memory horizon: how many of the analysed lags keep ``sigma_max`` above ``threshold``.
+
+    .. math::
+        H_\tau = \sum_i (k_i - k_{i-1})\,
+        \operatorname{sigmoid}\big((\log\sigma_{\max}(k_i) - \log \text{threshold}) / \tau\big),
+        \qquad k_{-1} = 0,
+
+    each kept lag standing for the lags since the previous one. As the temperature
+    :math:`\tau` (nats) goes to 0 this counts the lags above the threshold, which for a
+    ``sigma_max`` falling with the lag is :func:`memory_horizon` up to the spacing of the
+    lags, capped at the last lag where :func:`memory_horizon` is ``inf``. Unlike the
+    horizon it is differentiable everywhere, with gradient from the lags whose
+    ``sigma_max`` lies within a few :math:`\tau` of the threshold: the quantity to put
+    in a loss.
+
+    Args:
+        lags: ``[lags]`` the kept lags, ascending.
+        log_sigma_max: ``[..., lags]`` log sigma_max (or any log gain, such as the log RMS).
+        threshold: the level (a singular value, > 0).
+        temperature: the width of the logistic step, in nats of ``log sigma_max``.
+    """
+    lags = jnp.asarray(lags, log_sigma_max.dtype)
+    spacing = jnp.diff(lags, prepend=0.0)
+    above = jax.nn.sigmoid((log_sigma_max - jnp.log(threshold)) / temperature)
+    return jnp.sum(spacing * above, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames="thresholds")
@@ -195,6 +237,19 @@ def verdict_code(rate: jax.Array, finite: jax.Array, thresholds: Thresholds, hor
 def verdict_name(code) -> str:
     """The verdict string for an integer code."""
     return VERDICTS[int(code)]
+
+
+def verdict_names(codes):
+    """Verdict strings for integer codes: one string for a scalar, an array of strings otherwise.
+
+    Traced codes (under ``jit``, ``vmap`` or ``grad``, where no string can be returned) come
+    back unchanged, as int codes into :data:`VERDICTS`; name them after the transformation
+    with this function.
+    """
+    if not _checks.is_concrete(codes):
+        return codes
+    codes = np.asarray(codes)
+    return np.vectorize(verdict_name)(codes) if codes.ndim else verdict_name(codes)
 
 
 @functools.partial(jax.jit, static_argnames="thresholds")

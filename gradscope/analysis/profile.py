@@ -154,9 +154,9 @@ class Profile(Readable):
         return metrics.summarize(self.lags, self.lag_metrics(), self.finite, thresholds)
 
     def verdict(self, thresholds: metrics.Thresholds = metrics.Thresholds()):
-        """The verdict string (or an array of strings for a batched profile)."""
-        codes = np.asarray(self.summary(thresholds).verdict)
-        return np.vectorize(metrics.verdict_name)(codes) if codes.ndim else metrics.verdict_name(codes)
+        """The verdict string (or an array of strings for a batched profile); int codes under ``jit``
+        (see :func:`gradscope.metrics.verdict_names`)."""
+        return metrics.verdict_names(self.summary(thresholds).verdict)
 
     def lag_table(self, label: str = "profile") -> pd.DataFrame:
         """Long table (init, seed, lag, metrics, ``spectrum_measured``) that the lag-profile plot draws.
@@ -371,33 +371,30 @@ def profile_sweep(flat_step, params, states, xs, max_lag: int, spectrum_lags: tu
     ``spectrum_lags`` is a sorted tuple of ints in [1, max_lag], possibly empty (no SVD).
     ``power_iters`` is (min, max) iterations per lag; the first :data:`WARMUP_LAGS` lags
     may take up to :data:`WARMUP_ITERS`.
+
+    Differentiable: the power iterations run on the product with its gradient
+    stopped, and the estimate is ``||u Q_k||`` for the top Ritz vector u held fixed,
+    whose gradient is that of sigma_max wherever u has converged (the derivative of a
+    Rayleigh quotient at its maximum does not depend on how u moves).
     """
     n, dtype = states.shape[1], states.dtype
     advance = engine.product_stepper(flat_step, params, states, xs, direction, untied)
-    log_rel = float(np.log(engine.relative_resolution(n, dtype)))
 
     def body(k, carry):
         rows, log_scale, finite, basis, buffers = carry
         rows, log_scale, finite = advance(k, (rows, log_scale, finite))
         cap = jnp.where(k <= WARMUP_LAGS, max(WARMUP_ITERS, power_iters[1]), power_iters[1])
-        basis, sigma, residual = _power_step(rows, basis, power_iters[0], cap, tol)
-        buffers = _record(buffers, k, (log_scale + jnp.log(sigma), log_scale, residual))
+        basis, _, residual = _power_step(jax.lax.stop_gradient(rows), basis, power_iters[0], cap, tol)
+        log_sigma = log_scale + engine.log_norm(basis[0] @ rows)[1]
+        buffers = _record(buffers, k, (log_sigma, log_scale, residual))
         return rows, log_scale, finite, basis, buffers
-
-    def segment(carry, gap):
-        state, k = carry
-        state = jax.lax.fori_loop(k + 1, k + gap + 1, body, state)
-        out = engine.log_spectrum(jnp.linalg.svd(state[0], compute_uv=False), state[1], log_rel)
-        return (state, k + gap), out
 
     rows, log_scale = engine.initial_product(n, dtype)
     start = jax.random.normal(jax.random.key(0), (min(block, n), n), dtype)
     buffers = tuple(jnp.zeros(max_lag, dtype) for _ in range(3))
-    state = (rows, log_scale, jnp.all(jnp.isfinite(states)), _orthonormal_rows(start), buffers)
-    gaps = np.diff(np.concatenate([[0], spectrum_lags])).astype(np.int32)
-    (state, _), (log_sv, floor) = jax.lax.scan(segment, (state, jnp.int32(0)), gaps)
-    state = jax.lax.fori_loop(int(sum(gaps)) + 1, max_lag + 1, body, state)
-    (log_sigma_max, log_fro, residual), finite = state[4], state[2]
+    carry = (rows, log_scale, jnp.all(jnp.isfinite(states)), _orthonormal_rows(start), buffers)
+    carry, (log_sv, _, floor) = engine.scan_lags(body, carry, spectrum_lags, num_steps=max_lag)
+    (log_sigma_max, log_fro, residual), finite = carry[4], carry[2]
     where = np.asarray(spectrum_lags, np.int32) - 1
     log_sigma_max, residual = log_sigma_max.at[where].set(log_sv[:, 0]), residual.at[where].set(0.0)
     return ProfileOutput(log_sigma_max, log_fro, residual, log_sv, floor,
@@ -439,12 +436,31 @@ def top_k_sweep(flat_step, params, states, xs, lags: tuple[int, ...], k: int, ov
     product is the mirror image (JVPs from h_0, VJPs back). Work: one sweep plus
     ``(2 power_iters + 1) * sum(lags)`` block steps of b vectors; memory: ``b * n``
     per kept lag plus the unrolled states.
+
+    Differentiable (forward and reverse mode): the subspace iterations run with
+    gradients stopped and only the last chain is differentiated, so the gradient is
+    that of the Rayleigh-Ritz values with the subspace held fixed, which equals the
+    gradient of the singular values wherever the subspace has converged. The last
+    chains are differentiated through one compiled loop per kept lag (compiled only
+    when a derivative is taken).
     """
     n, dtype = states.shape[1], states.dtype
-    width, num_steps = min(k + oversample, n), states.shape[0]
+    frozen = jax.lax.stop_gradient((params, states, xs))
+    bases, finite = _top_k_bases(flat_step, *frozen, lags, min(k + oversample, n), power_iters, key, direction,
+                                 untied)
+    rows, log_scale = _last_chains(flat_step, params, states, xs, bases, lags, direction, untied)
+    log_rel = float(np.log(engine.relative_resolution(n, dtype)))
+    log_sv, floor = engine.log_spectrum(jnp.linalg.svd(rows, compute_uv=False), log_scale, log_rel)
+    finite = finite & jnp.all(jnp.isfinite(log_scale)) & jnp.all(~jnp.isnan(log_sv))
+    return TopOutput(log_sv[:, :k], floor, finite)
+
+
+def _top_k_bases(flat_step, params, states, xs, lags, width: int, power_iters: int, key, direction: str,
+                 untied: bool):
+    """The subspace iterations of :func:`top_k_sweep`: each lag's block before its last chain, and ``finite``."""
+    dtype, num_steps = states.dtype, states.shape[0]
     there = engine.product_stepper(flat_step, params, states, xs, direction, untied)
     back = engine.product_stepper(flat_step, params, states, xs, _OPPOSITE[direction], untied)
-    log_rel = float(np.log(engine.relative_resolution(n, dtype)))
 
     def orth_step(stepper):
         def step(i, carry):
@@ -463,17 +479,45 @@ def top_k_sweep(flat_step, params, states, xs, lags: tuple[int, ...], k: int, ov
         for _ in range(power_iters):
             basis, finite = jax.lax.fori_loop(num_steps - lag + 1, num_steps + 1, orth_step(back), (basis, finite))
             basis, finite = jax.lax.fori_loop(1, lag + 1, orth_step(there), (basis, finite))
-        rows, log_scale, finite = jax.lax.fori_loop(num_steps - lag + 1, num_steps + 1, back,
-                                                    (basis, jnp.zeros((), dtype), finite))
-        log_sv, floor = engine.log_spectrum(jnp.linalg.svd(rows, compute_uv=False), log_scale, log_rel)
-        return finite, (log_sv[:k], floor)
+        return finite, basis
 
     key = jax.random.key(0) if key is None else key
-    start = _orthonormal_rows(jax.random.normal(key, (width, n), dtype))
-    gaps = np.diff(np.concatenate([[0], lags])).astype(np.int32)
-    (_, finite, _), bases = jax.lax.scan(segment, (start, jnp.all(jnp.isfinite(states)), jnp.int32(0)), gaps)
-    finite, (log_sv, floor) = jax.lax.scan(one_lag, finite, (jnp.asarray(lags, jnp.int32), bases))
-    return TopOutput(log_sv, floor, finite & jnp.all(~jnp.isnan(log_sv)))
+    start = _orthonormal_rows(jax.random.normal(key, (width, states.shape[1]), dtype))
+    (_, finite, _), bases = jax.lax.scan(segment, (start, jnp.all(jnp.isfinite(states)), jnp.int32(0)),
+                                         engine.lag_gaps(lags))
+    finite, bases = jax.lax.scan(one_lag, finite, (jnp.asarray(lags, jnp.int32), bases))
+    return bases, finite
+
+
+def _chains(flat_step, params, states, xs, bases, lags, direction, untied, static: bool):
+    """Each lag's block pushed across that lag's steps to the fixed end (h_T backward, h_0 forward).
+
+    Returns ``(rows [L, b, n], log_scale [L])``. ``static`` runs one loop per lag with a
+    trip count known when tracing (reverse-differentiable, one compiled loop per lag);
+    otherwise one loop over the lags with traced trip counts (compiled once).
+    """
+    back = engine.product_stepper(flat_step, params, states, xs, _OPPOSITE[direction], untied)
+    num_steps, zero = states.shape[0], jnp.zeros((), states.dtype)
+
+    def chain(lag, basis):
+        return jax.lax.fori_loop(num_steps - lag + 1, num_steps + 1, back, (basis, zero, jnp.bool_(True)))[:2]
+
+    if static:
+        return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[chain(int(lag), bases[j])
+                                                                  for j, lag in enumerate(lags)])
+    return jax.lax.map(lambda inputs: chain(*inputs), (jnp.asarray(lags, jnp.int32), bases))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 5, 6, 7))
+def _last_chains(flat_step, params, states, xs, bases, lags, direction, untied):
+    """:func:`_chains` with traced trip counts, differentiated through the static-trip-count version."""
+    return _chains(flat_step, params, states, xs, bases, lags, direction, untied, static=False)
+
+
+@_last_chains.defjvp
+def _last_chains_jvp(flat_step, lags, direction, untied, primals, tangents):
+    static = lambda *args: _chains(flat_step, *args, lags, direction, untied, static=True)  # noqa: E731
+    return jax.jvp(static, primals, tangents)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,9 +79,9 @@ class Spectra(Readable):
         return metrics.summarize(self.lags, self.lag_metrics(), self.finite, thresholds)
 
     def verdict(self, thresholds: metrics.Thresholds = metrics.Thresholds()):
-        """The verdict string (or an array of strings for batched spectra)."""
-        codes = np.asarray(self.summary(thresholds).verdict)
-        return np.vectorize(metrics.verdict_name)(codes) if codes.ndim else metrics.verdict_name(codes)
+        """The verdict string (or an array of strings for batched spectra); int codes under ``jit``
+        (see :func:`gradscope.metrics.verdict_names`)."""
+        return metrics.verdict_names(self.summary(thresholds).verdict)
 
     def to_dataframe(self, singular_values: bool = False):
         """Tidy table: one row per (batch entry, lag), or per singular value.
@@ -417,12 +417,5 @@ def forward_spectra(cell_or_step: CellOrStep, params: Params, xs: Inputs, h0: St
     return jacobian_spectra(cell_or_step, params, xs, h0, direction="forward", **options)
 
 
-def _raise_if_overflowed(result: Spectra) -> None:
-    if not _checks.is_concrete(result.finite):
-        return
-    finite = np.asarray(result.finite)
-    if not finite.all():
-        where = "" if finite.ndim == 0 else f" at batch indices {np.argwhere(~finite).tolist()[:5]}"
-        raise _checks.NumericalOverflowError(
-            f"the unrolled states or Jacobian products became inf/NaN{where}, even in log domain: "
-            "the forward dynamics diverge. Lower the recurrent gain, shorten xs, or use dtype='float64'")
+def _raise_if_overflowed(result) -> None:
+    _checks.raise_if_overflowed(result.finite, "Jacobian products")

@@ -16,6 +16,7 @@ __all__ = [
     "check_finite",
     "check_state_structure",
     "is_concrete",
+    "raise_if_overflowed",
     "resolve_step",
     "seed_tuple",
 ]
@@ -28,6 +29,22 @@ class NumericalOverflowError(FloatingPointError):
 def is_concrete(tree) -> bool:
     """True when no leaf is a tracer (so values can be inspected)."""
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def raise_if_overflowed(finite, what: str) -> None:
+    """Raise :class:`NumericalOverflowError` where the eager flag ``finite`` is False.
+
+    ``what`` names what overflowed besides the states. A traced flag (under ``jit``,
+    ``vmap`` or ``grad``) cannot be read: it is left in the result for the caller.
+    """
+    if not is_concrete(finite):
+        return
+    finite = np.asarray(finite)
+    if not finite.all():
+        where = "" if finite.ndim == 0 else f" at batch indices {np.argwhere(~finite).tolist()[:5]}"
+        raise NumericalOverflowError(
+            f"the unrolled states or {what} became inf/NaN{where}, even in log domain: the forward dynamics "
+            "diverge. Lower the recurrent gain, shorten xs, or use dtype='float64'")
 
 
 def check_finite(name: str, tree) -> None:

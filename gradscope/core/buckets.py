@@ -20,10 +20,10 @@ bucket size, so that every T in a bucket runs the same compiled program:
 
 So the bucketed result is the unbucketed one: the same states and products, formed by
 the same operations, decomposed by the same SVD routine. It is a different compiled
-program, though, and XLA may round a fused operation differently once it feeds a
-``jnp.where`` (an LSTM's ``f * c + i * g`` differs in the last bit of some states):
-vanilla and GRU results come out bit for bit the same, LSTM results within float
-rounding (1e-6 relative in float32), the agreement the pipelined and one-program
+program, though (a loop over the gaps between kept lags, where the unbucketed sweep
+scans every lag), and XLA may round a fused operation differently (an LSTM's
+``f * c + i * g`` once it feeds a ``jnp.where``, a product's norm): results agree within
+float rounding (1e-6 relative in float32), the agreement the pipelined and one-program
 paths also have. The tests check both against the unbucketed results and against an
 independent reference.
 

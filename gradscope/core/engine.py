@@ -14,7 +14,14 @@ so ``s_k = log ||P_k||_F`` exactly and no float32 product over- or underflows.
 Singular values are taken (``svd(Q_k)``) only at the kept lags, inside the
 sweep, so memory is O(n^2 + lags * n) plus the O(T * n) unrolled states.
 
-Everything here is traceable: jit it, vmap it over seeds, batches, initializers.
+Everything here is traceable: jit it, vmap it over seeds, batches, initializers, and
+differentiate it (forward or reverse mode). The sweep (:func:`scan_lags`) is one
+``lax.scan`` over the lags 1..K with a trip count known when tracing; the kept lags are
+a static schedule (:func:`step_plan`), and the singular values are taken under
+``lax.cond`` at the kept lags only. The gradient of a singular value is
+``u_i^T dP v_i``, well defined where sigma_i is simple; for a repeated value only
+symmetric functions of the cluster (their sum, say) have a derivative, and the
+gradient returned is that of one choice of singular vectors (finite, never NaN).
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["SweepOutput", "apply_step_jacobian", "block_output", "flatten_step", "initial_carry", "initial_product",
-           "lag_gaps", "log_spectrum", "over_batch_axes", "product_stepper", "relative_resolution", "sweep",
-           "sweep_chunked", "sweep_products", "unroll", "unrolled_states"]
+__all__ = ["StepPlan", "SweepOutput", "apply_step_jacobian", "block_output", "flatten_step", "initial_carry",
+           "initial_product", "lag_gaps", "log_norm", "log_spectrum", "over_batch_axes", "product_stepper",
+           "relative_resolution", "scan_lags", "step_plan", "sweep", "sweep_chunked", "sweep_log_norms",
+           "sweep_products", "unroll", "unrolled_states"]
 
 FlatStep = Callable[[object, jax.Array, object], jax.Array]
 
@@ -105,9 +113,16 @@ def apply_step_jacobian(flat_step, step_params, h, x, rows, direction):
     return jax.vmap(pushforward)(rows)
 
 
-def _renormalise(rows, log_scale, norm):
-    safe = jnp.where(norm > 0, norm, 1.0)
-    return rows / safe, log_scale + jnp.log(norm)
+def log_norm(a: jax.Array, axis=None) -> tuple[jax.Array, jax.Array]:
+    """``(norm, log norm)`` of ``a`` over ``axis`` (all axes by default), differentiable everywhere.
+
+    A zero ``a`` has log norm ``-inf`` and norm 1 (so dividing by it is safe), with
+    zero gradients instead of the NaN that differentiating ``sqrt`` and ``log`` at 0 gives.
+    """
+    squares = jnp.sum(jnp.square(a), axis=axis)
+    nonzero = squares > 0
+    safe = jnp.where(nonzero, squares, 1.0)
+    return jnp.sqrt(safe), jnp.where(nonzero, 0.5 * jnp.log(safe), -jnp.inf)
 
 
 def relative_resolution(n: int, dtype) -> float:
@@ -145,7 +160,7 @@ def block_output(rows, log_scale, columns=None):
     block = rows if columns is None else rows[..., np.asarray(columns)]
     log_rel = float(np.log(relative_resolution(max(block.shape[-2:]), block.dtype)))
     log_sv, floor = log_spectrum(jnp.linalg.svd(block, compute_uv=False), log_scale, log_rel)
-    return log_sv, log_scale + jnp.log(jnp.linalg.norm(block, axis=(-2, -1))), floor
+    return log_sv, log_scale + log_norm(block, axis=(-2, -1))[1], floor
 
 
 def initial_carry(states, start_rows: np.ndarray | None = None):
@@ -160,6 +175,11 @@ def sweep_products(advance: Callable, carry, gaps):
     ``advance`` is a :func:`product_stepper`; ``gaps[i]`` steps lead to the i-th kept
     lag (a gap of 0 repeats the last product). Returns ``(carry, (Q [len(gaps), m, n],
     log_scale [len(gaps)]))``: the normalised product and its log scale at each kept lag.
+
+    ``gaps`` may be traced, so one compiled program serves every chunk of the CPU
+    pipeline (:mod:`gradscope.pipeline`, which runs eagerly); the loop's trip count is
+    then dynamic, which reverse-mode differentiation does not support. Traced analyses
+    use :func:`scan_lags`.
     """
 
     def segment(carry, gap):
@@ -176,15 +196,112 @@ def _advance_by(advance, carry, gap):
     return rows, log_scale, finite, k + gap
 
 
+class StepPlan(NamedTuple):
+    """Per-step schedule of :func:`scan_lags` (NumPy arrays over steps k = 1..K; see :func:`step_plan`).
+
+    Attributes:
+        lag: the lag k each step reaches.
+        slot: the chunk-buffer slot the step writes its product to.
+        flush: True where the step completes a chunk (its singular values are taken).
+        offset: the kept-lag index of the first lag of the step's chunk.
+        num_kept: how many positive lags are kept.
+        lag_zero: whether lag 0 (the identity) is kept too.
+    """
+
+    lag: np.ndarray
+    slot: np.ndarray
+    flush: np.ndarray
+    offset: np.ndarray
+    num_kept: int
+    lag_zero: bool
+
+
+def step_plan(lags: tuple[int, ...], chunk: int = 1, num_steps: int = 0) -> StepPlan:
+    """The static schedule of a sweep over k = 1..K that keeps the positive ``lags`` in chunks of ``chunk``.
+
+    K is the largest lag (or ``num_steps`` if larger). Every step knows the buffer slot
+    its product goes to (the slot of the next kept lag, so a step between kept lags
+    writes a slot that the kept lag overwrites), whether the step completes a chunk
+    (the chunk's singular values are then taken) and where that chunk's rows go.
+    """
+    positive = np.asarray([lag for lag in lags if lag > 0], np.int64)
+    steps = np.arange(1, max(int(positive[-1]) if positive.size else 0, int(num_steps)) + 1)
+    index = np.searchsorted(positive, steps)  # the next kept lag at or after each step
+    slot = index % chunk
+    flush = np.isin(steps, positive) & ((slot == chunk - 1) | (index == positive.size - 1))
+    return StepPlan(steps.astype(np.int32), slot.astype(np.int32), flush, (index - slot).astype(np.int32),
+                    int(positive.size), bool(len(lags) and lags[0] == 0))
+
+
+def scan_lags(advance: Callable, carry, lags: tuple[int, ...], chunk: int = 1, columns=None, num_steps: int = 0):
+    """Run ``advance`` through every lag k = 1..K; return the final carry and :func:`block_output` at ``lags``.
+
+    ``advance(k, carry) -> carry`` grows the product by lag k; ``carry[0]`` and
+    ``carry[1]`` are the normalised product ``Q_k`` and its log scale (more entries ride
+    along). The loop is one ``lax.scan`` with a static trip count (K = the largest lag,
+    or ``num_steps`` if larger), so it is reverse-differentiable. Each step copies its
+    product into a buffer of ``chunk`` slots; when a chunk of kept lags is complete its
+    singular values are taken in one batched call (under ``lax.cond``, so steps between
+    kept lags cost only the product update). Lag 0 (if kept) is the starting carry.
+    Under reverse-mode differentiation the singular-value decomposition's residuals
+    are stored at every step (zeros where none is taken): about ``2 chunk n^2`` floats
+    per step besides the product's own ``n^2``.
+
+    Returns:
+        ``(carry, (log_sv [L, ...], log_frobenius [L], floor [L]))`` for the L kept lags.
+    """
+    plan = step_plan(lags, chunk, num_steps)
+    rows, log_scale = carry[0], carry[1]
+    buffer = (jnp.zeros((chunk, *rows.shape), rows.dtype), jnp.zeros((chunk, *log_scale.shape), log_scale.dtype))
+    kept = jax.tree_util.tree_map(lambda a: jnp.zeros((-(-plan.num_kept // chunk) * chunk, *a.shape[1:]), a.dtype),
+                                  jax.eval_shape(lambda b: block_output(*b, columns), buffer))
+
+    def body(state, step):
+        carry, buffer, kept = state
+        k, slot, flush, offset = step
+        carry = advance(k, carry)
+        buffer = (buffer[0].at[slot].set(carry[0]), buffer[1].at[slot].set(carry[1]))
+        write = lambda out: jax.tree_util.tree_map(  # noqa: E731
+            lambda a, v: jax.lax.dynamic_update_slice_in_dim(a, v, offset, 0), out, block_output(*buffer, columns))
+        if plan.num_kept:  # (no SVD at all when no lag is kept, as in a norms-only profile)
+            kept = jax.lax.cond(flush, write, lambda out: out, kept)
+        return (carry, buffer, kept), None
+
+    (carry, _, kept), _ = jax.lax.scan(body, (carry, buffer, kept), (plan.lag, plan.slot, plan.flush, plan.offset))
+    kept = tuple(a[:plan.num_kept] for a in kept)
+    if plan.lag_zero:
+        kept = tuple(jnp.concatenate([first[None], a]) for first, a in zip(block_output(rows, log_scale, columns), kept))
+    return carry, kept
+
+
+def sweep_log_norms(advance: Callable, carry, lags: tuple[int, ...]):
+    """Run ``advance`` through lags 1..max(lags); return the final carry and the log scales at ``lags``.
+
+    The norms-only sweep: no singular values, only ``s_k = log ||P_k||_F`` (exact, the
+    carry being renormalised every step), as one ``lax.scan`` with a static trip count.
+    ``carry`` is as for :func:`scan_lags`; lag 0 gives the starting log scale.
+    """
+
+    def body(carry, k):
+        carry = advance(k, carry)
+        return carry, carry[1]
+
+    final, scales = jax.lax.scan(body, carry, np.arange(1, max(lags) + 1, dtype=np.int32))
+    return final, jnp.concatenate([carry[1][None], scales])[np.asarray(lags)]
+
+
 def sweep(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...],
           direction: str = "backward", untied: bool = False,
           start_rows: np.ndarray | None = None, columns: np.ndarray | None = None) -> SweepOutput:
     """Form the products for every lag in ``lags`` (sorted ints in [0, T]) in one sweep.
 
-    ``lags`` may also be a (traced) JAX int array of them, repeats allowed (see :func:`lag_gaps`).
+    ``lags`` may also be a (traced) JAX int array of them, repeats allowed (see :func:`lag_gaps`):
+    one compiled program then serves every lag set of that length, but the loop over the
+    gaps is not reverse-differentiable (bucketed analyses use it eagerly).
 
     The sweep walks k = 1..max(lags); between kept lags it only multiplies and
-    renormalises, at a kept lag it also takes the singular values.
+    renormalises, at a kept lag it also takes the singular values (:func:`scan_lags`:
+    one scan with a static trip count, so ``jax.grad`` goes through it).
 
     ``start_rows`` and ``columns`` (flat state indices) restrict the analysis to a
     block of the product: the carried matrix starts as those rows of the identity
@@ -192,15 +309,7 @@ def sweep(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...],
     rows index ``h_T`` and columns ``h_{T-k}``; forward (which carries ``F_k^T``),
     rows index ``h_0`` and columns ``h_k``.
     """
-    advance = product_stepper(flat_step, params, states, xs, direction, untied)
-
-    def segment(carry, gap):
-        carry = _advance_by(advance, carry, gap)
-        return carry, block_output(carry[0], carry[1], columns)
-
-    (_, _, finite, _), (log_sv, log_fro, floor) = jax.lax.scan(segment, initial_carry(states, start_rows),
-                                                               lag_gaps(lags))
-    return SweepOutput(log_sv, log_fro, floor, finite & jnp.all(~jnp.isnan(log_sv)))
+    return sweep_chunked(flat_step, params, states, xs, lags, direction, untied, 1, start_rows, columns)
 
 
 def product_stepper(flat_step: FlatStep, params, states, xs, direction: str = "backward",
@@ -220,9 +329,8 @@ def product_stepper(flat_step: FlatStep, params, states, xs, direction: str = "b
         i = num_steps - k if direction == "backward" else k - 1
         x = jax.tree_util.tree_map(lambda a: a[i], xs)
         rows = apply_step_jacobian(flat_step, _params_at(params, i, untied), states[i], x, rows, direction)
-        norm = jnp.linalg.norm(rows)
-        rows, log_scale = _renormalise(rows, log_scale, norm)
-        return rows, log_scale, finite & jnp.isfinite(norm)  # a finite norm means every entry is finite
+        norm, log_of_norm = log_norm(rows)
+        return rows / norm, log_scale + log_of_norm, finite & jnp.isfinite(norm)  # finite norm: finite entries
 
     return advance
 
@@ -242,11 +350,16 @@ def log_spectrum(singular_values: jax.Array, log_scale: jax.Array, log_rel: floa
     """``(log sigma clamped at the floor, floor)`` from the singular values of ``Q`` (``[..., n]``).
 
     ``log_rel`` is ``log relative_resolution(n, dtype)``; ``log_scale`` broadcasts
-    against the leading axes.
+    against the leading axes. Only values above the floor enter a log, so gradients
+    stay finite for values at or below it (a clamped value moves with the floor, that
+    is with sigma_max) and for an exactly zero ``Q`` (all ``-inf``, zero gradient).
     """
-    log_sv = log_scale[..., None] + jnp.log(singular_values)
-    floor = log_sv[..., 0] + log_rel
-    return jnp.maximum(log_sv, floor[..., None]), floor
+    top = singular_values[..., :1]
+    kept = (top > 0) & (singular_values > top * np.exp(log_rel))
+    log_sv = log_scale[..., None] + jnp.log(jnp.where(kept, singular_values, 1.0))  # the log of kept values only
+    zero_or_nan = jnp.where(jnp.isnan(top[..., 0]), jnp.nan, -jnp.inf)  # a NaN product must stay detectable
+    floor = jnp.where(top[..., 0] > 0, log_sv[..., 0], zero_or_nan) + log_rel
+    return jnp.maximum(jnp.where(kept, log_sv, floor[..., None]), floor[..., None]), floor
 
 
 def sweep_chunked(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...],
@@ -259,16 +372,29 @@ def sweep_chunked(flat_step: FlatStep, params, states, xs, lags: tuple[int, ...]
     are kept and a batched SVD is cheaper than many small calls (accelerators).
     The results equal :func:`sweep`'s (same products, same SVD routine).
     """
+    advance = product_stepper(flat_step, params, states, xs, direction, untied)
+    if isinstance(lags, jax.Array):
+        return _sweep_gaps(advance, initial_carry(states, start_rows), lags, chunk, columns)
+    rows, log_scale, finite, _ = initial_carry(states, start_rows)
+    (_, _, finite), (log_sv, log_fro, floor) = scan_lags(advance, (rows, log_scale, finite), lags, chunk, columns)
+    return SweepOutput(log_sv, log_fro, floor, finite & jnp.all(~jnp.isnan(log_sv)))
+
+
+def _sweep_gaps(advance: Callable, carry, lags: jax.Array, chunk: int, columns) -> SweepOutput:
+    """The sweep for lags given as data (a JAX int array: :mod:`gradscope.core.buckets`).
+
+    It loops over the gaps between kept lags (:func:`sweep_products`), so one compiled
+    program serves every lag set of that length; the trip counts being data, it is not
+    reverse-differentiable (bucketed analyses run eagerly, never under a transformation).
+    """
     gaps = lag_gaps(lags)
     num_chunks = -(-len(gaps) // chunk)
     gaps = jnp.pad(gaps, (0, num_chunks * chunk - len(gaps))).reshape(num_chunks, chunk)
-    advance = product_stepper(flat_step, params, states, xs, direction, untied)
 
     def one_chunk(carry, chunk_gaps):
         carry, (products, log_scales) = sweep_products(advance, carry, chunk_gaps)
         return carry, block_output(products, log_scales, columns)
 
-    (_, _, finite, _), (log_sv, log_fro, floor) = jax.lax.scan(one_chunk, initial_carry(states, start_rows), gaps)
-    flat = lambda a: a.reshape(num_chunks * chunk, *a.shape[2:])[: len(lags)]  # noqa: E731
-    log_sv, log_fro, floor = flat(log_sv), flat(log_fro), flat(floor)
+    (_, _, finite, _), outputs = jax.lax.scan(one_chunk, carry, gaps)
+    log_sv, log_fro, floor = (a.reshape(num_chunks * chunk, *a.shape[2:])[: len(lags)] for a in outputs)
     return SweepOutput(log_sv, log_fro, floor, finite & jnp.all(~jnp.isnan(log_sv)))

@@ -580,15 +580,21 @@ def _in_chunks(core, *arrays):
     return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p)[:size].reshape(shape), *parts)
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames="bracket")
-def _critical_core(spec, sigma_b, sigma_x, initial_variance, bracket, narrow=None):
+def _chi1(spec, sigma_w, sigma_b, sigma_x, initial_variance, narrow):
+    """chi_1 of the wide fixed point, or the time-averaged one of the narrow-input drive (``narrow``)."""
+    if narrow is None:
+        return _mean_field_core(spec, sigma_w, sigma_b, sigma_x, initial_variance).chi1
+    return _driven_core(spec, narrow, sigma_w, sigma_b, sigma_x, initial_variance).chi1
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _critical_root(spec, bracket, sigma_b, sigma_x, initial_variance, narrow):
+    """Bisection for chi1(sigma_w) = 1; differentiated implicitly (see :func:`_critical_root_jvp`)."""
     lo = jnp.full_like(sigma_b, np.log(bracket[0]))
     hi = jnp.full_like(sigma_b, np.log(bracket[1]))
 
     def excess(log_w):
-        if narrow is None:
-            return _mean_field_core(spec, jnp.exp(log_w), sigma_b, sigma_x, initial_variance).chi1 - 1.0
-        return _driven_core(spec, narrow, jnp.exp(log_w), sigma_b, sigma_x, initial_variance).chi1 - 1.0
+        return _chi1(spec, jnp.exp(log_w), sigma_b, sigma_x, initial_variance, narrow) - 1.0
 
     bracketed = (excess(lo) < 0) & (excess(hi) > 0)
 
@@ -600,6 +606,25 @@ def _critical_core(spec, sigma_b, sigma_x, initial_variance, bracket, narrow=Non
 
     lo, hi = jax.lax.fori_loop(0, _BISECTION_STEPS, bisect, (lo, hi))
     return jnp.where(bracketed, jnp.exp(0.5 * (lo + hi)), jnp.nan)
+
+
+@_critical_root.defjvp
+def _critical_root_jvp(spec, bracket, primals, tangents):
+    r"""The derivative of the critical line by the implicit function theorem.
+
+    On the line :math:`\chi_1(\sigma_w^*, \sigma_b, \sigma_x, v_0) = 1`, so
+    :math:`d\sigma_w^* = -d\chi_1|_{\sigma_w} / (\partial\chi_1/\partial\sigma_w)`, where the
+    numerator is the change of :math:`\chi_1` with the other inputs at fixed :math:`\sigma_w^*`.
+    (The bisection itself has zero derivative almost everywhere.)
+    """
+    root = _critical_root(spec, bracket, *primals)
+    chi1 = lambda w, *rest: _chi1(spec, w, *rest)  # noqa: E731
+    slope = jax.jvp(lambda w: chi1(w, *primals), (root,), (jnp.ones_like(root),))[1]
+    shift = jax.jvp(lambda *rest: chi1(root, *rest), primals, tangents)[1]
+    return root, -shift / slope
+
+
+_critical_core = jax.jit(_critical_root, static_argnums=(0, 1))
 
 
 def critical_sigma_w(activation, sigma_b=0.0, sigma_x=0.0, *, input_size: int | float | None = None,
@@ -635,8 +660,8 @@ def critical_sigma_w(activation, sigma_b=0.0, sigma_x=0.0, *, input_size: int | 
     spec = activation_spec(activation, kinks)
     arrays = _as_variances(sigma_b=sigma_b, sigma_x=sigma_x, initial_variance=initial_variance)
     narrow = _narrow(spec, input_size, sigma_x, stacklevel=2)
-    core = functools.partial(_critical_core, spec, bracket=(float(bracket[0]), float(bracket[1])), narrow=narrow)
-    return _in_chunks(core, *arrays)
+    bracket = (float(bracket[0]), float(bracket[1]))
+    return _in_chunks(lambda *args: _critical_core(spec, bracket, *args, narrow), *arrays)
 
 
 def derivative_bound(activation) -> float:

@@ -64,6 +64,7 @@ from gradscope.analysis.comparison import labelled_initializers
 from gradscope.core.lags import select_lags
 from gradscope.analysis.spectra import Spectra, spectra_of
 from gradscope.display.headline import Headline, Readable
+from gradscope.training.penalties import Penalty
 
 __all__ = [
     "AddingProblem",
@@ -84,6 +85,8 @@ __all__ = [
     "train_settings",
 ]
 
+
+_PENALTY_KEY = 17  # the probes of a penalised step come from fold_in(key(17), step), shared by every run
 
 EXPERIMENT_INITIALIZERS = ("orthogonal", ("orthogonal", {"gain": 0.5}), "glorot_normal", "he_normal", "identity",
                            "normal")
@@ -333,6 +336,9 @@ class TrainConfig:
         eval_batch_size: size of the fixed evaluation batch.
         lags: lags of the checkpoint spectra: ``"all"``, ``"log"`` or a tuple of ints.
         num_log_lags: lag count for ``lags="log"``.
+        penalty: a :class:`gradscope.penalties.Penalty` added to every step's loss,
+            evaluated on the first sequence of the batch with fresh probes each step;
+            ``None`` for none.
     """
 
     num_steps: int = 1500
@@ -344,6 +350,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     lags: Any = "all"
     num_log_lags: int = 32
+    penalty: Any = None
 
     def __post_init__(self):
         if isinstance(self.lags, list):  # the config is a static (hashed) argument of the compiled loop
@@ -358,6 +365,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.clip_norm must be > 0 or None, got {self.clip_norm!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.penalty is not None and not isinstance(self.penalty, Penalty):
+            raise TypeError(f"TrainConfig.penalty must be a gradscope.penalties.Penalty or None, "
+                            f"got {type(self.penalty).__name__}")
 
     def make_optimizer(self):
         """The optax optimizer (without clipping, which :func:`train` applies first)."""
@@ -386,11 +396,20 @@ def _global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
-def _train_step(cell, task, config, state, batch, clip_norm):
+def _penalised_loss(cell, task, config, params, batch: Batch, step):
+    """The task loss (what is recorded) and the loss differentiated (plus the penalty, if any)."""
+    loss = _batch_loss(cell, task, params, batch, _zero_perturbation(cell, batch))
+    if config.penalty is None:
+        return loss, loss
+    key = jax.random.fold_in(jax.random.key(_PENALTY_KEY), step)
+    return loss + config.penalty(cell, params.cell, batch.inputs[0], key=key), loss
+
+
+def _train_step(cell, task, config, state, batch, step, clip_norm):
     optax = _optax()
     params, opt_state = state
-    loss, grads = jax.value_and_grad(
-        lambda p: _batch_loss(cell, task, p, batch, _zero_perturbation(cell, batch)))(params)
+    (_, loss), grads = jax.value_and_grad(lambda p: _penalised_loss(cell, task, config, p, batch, step),
+                                          has_aux=True)(params)
     clipped, _ = optax.clip_by_global_norm(clip_norm).update(grads, optax.EmptyState())
     updates, opt_state = config.make_optimizer().update(clipped, opt_state, params)
     record = StepRecord(loss, _global_norm(grads), _global_norm(clipped), _global_norm(updates))
@@ -406,11 +425,13 @@ def _draw_batches(task, batch_size: int, num_batches: int, keys) -> Batch:
 
 
 @functools.partial(jax.jit, static_argnames=("cell", "task", "config"))
-def _train_segment(cell, task, config, state, clip_norms, batches: Batch):
-    """Train every (setting, seed) through the segment's batches ``[seeds, steps, ...]``."""
+def _train_segment(cell, task, config, state, clip_norms, batches: Batch, start):
+    """Train every (setting, seed) through the segment's batches ``[seeds, steps, ...]``, from step ``start``."""
+    steps = start + jnp.arange(config.eval_every)
 
     def one(clip_norm, state, batches):
-        return jax.lax.scan(lambda st, batch: _train_step(cell, task, config, st, batch, clip_norm), state, batches)
+        return jax.lax.scan(lambda st, inputs: _train_step(cell, task, config, st, *inputs, clip_norm),
+                            state, (batches, steps))
 
     def per_setting(clip_norm, state):
         return jax.vmap(one, in_axes=(None, 0, 0))(clip_norm, state, batches)
@@ -526,7 +547,7 @@ def train_settings(cell, task, labels, recurrent_inits, clip_norms, *, seeds=1, 
                       disable=(None if progress is None else not progress)):
         segment_keys = [jax.random.fold_in(k, start) for k in data_keys]
         batches = _draw_batches(task, config.batch_size, config.eval_every, segment_keys)
-        state, record = _train_segment(cell, task, config, state, clips, batches)
+        state, record = _train_segment(cell, task, config, state, clips, batches, start)
         records.append(_as_numpy(record))
         checkpoints.append(_as_numpy(_checkpoint(cell, task, state[0], eval_batch, lags)))
     run = TrainingRun(tuple(labels), seeds, tuple(clip_norms), task, cell, config, thresholds,
