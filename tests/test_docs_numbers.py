@@ -82,6 +82,7 @@ ALLOWED = {
     "modern.md": ["ring [0.9, 0.999]", "$r_{\\max} = 0.999$", "$[0.9, 0.999]$", "$\\lambda = 0.999$", "| 0.9 |",
                   "| 0.99 |", "| 0.999 |", "| 0.9999 |", "$r = 0.95$", "phases up to 0.5"],
     "monitor.md": ["below 0.01"],
+    "penalties.md": ["with gain 0.5"],
     "theory.md": ["gain 2.7", "gain 3.9", "0.25 to 8", "$\\sigma_w = 1.5$", "(say 0.1"],
 }
 
