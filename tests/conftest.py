@@ -153,3 +153,23 @@ def _close_figures():
     yield
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close("all")
+
+
+_CACHE_SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_compilation_cache():
+    """Put JAX's persistent-cache settings back after a test that turned the cache on in this process.
+
+    Otherwise every later test would write its programs into a temporary folder that is
+    gone (and XLA crashed serializing a large grad program into it at the end of a full run).
+    """
+    before = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
+    yield
+    if any(getattr(jax.config, name) != value for name, value in before.items()):
+        from jax.experimental.compilation_cache import compilation_cache
+
+        for name, value in before.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
