@@ -17,7 +17,6 @@ from matplotlib.colors import to_hex  # noqa: E402
 import gradscope  # noqa: E402
 from gradscope import plotting  # noqa: E402
 from gradscope.plotting import PALETTE, VERDICT_COLORS  # noqa: E402
-from gradscope.plotting.spectra import share_legend  # noqa: E402
 
 INITS = ["orthogonal", ("normal", {"stddev": 0.8}), "identity"]
 SEEDS = 3
@@ -165,6 +164,25 @@ def test_heatmap_shows_every_singular_value_and_masks_the_unresolved(comparison)
         plotting.plot_spectrum_heatmap(comparison, seed=7)
 
 
+def test_shared_colorbar_puts_every_heatmap_panel_on_the_range_of_all_resolved_values(comparison):
+    fig, axes = plotting.figure_grid(len(comparison.labels))
+    for label, ax in zip(comparison.labels, axes):
+        plotting.plot_spectrum_heatmap(comparison, init=label, seed=0, ax=ax, colorbar=False)
+    assert len(fig.axes) == len(axes)  # no colour bar yet
+    plotting.share_colorbar(fig, axes)
+    j = comparison.seeds.index(0)
+    values = np.asarray(comparison.spectra.log_singular_values, np.float64)[:, j]
+    resolved = np.asarray(comparison.spectra.resolved)[:, j]
+    expected = (values[resolved].min(), values[resolved].max())
+    for ax in axes:
+        assert not any(line.get_visible() for line in ax.get_xgridlines() + ax.get_ygridlines())  # no grid over cells
+        np.testing.assert_allclose(ax.collections[0].get_clim(), expected, rtol=1e-6)
+    (bar,) = fig.axes[len(axes):]
+    assert "nats" in bar.get_ylabel()
+    with pytest.raises(ValueError, match="heatmap in every panel"):
+        plotting.share_colorbar(fig, [*axes, plotting.figure_grid(1)[1][0]])
+
+
 def test_heatmap_of_a_batched_spectra_needs_an_entry():
     cell = gradscope.VanillaRNN(8)
     xs = jax.random.normal(jax.random.key(1), (2, STEPS, 1))
@@ -286,7 +304,7 @@ def test_share_legend_puts_one_legend_under_all_panels(comparison):
     fig, axes = plotting.figure_grid(len(comparison.labels))
     for label, ax in zip(comparison.labels, axes):
         plotting.plot_singular_value_density(comparison, lags, init=label, ax=ax)
-    share_legend(fig, axes)
+    plotting.share_legend(fig, axes)
     fig.canvas.draw()
     assert all(ax.get_legend() is None for ax in axes) and len(fig.legends) == 1
     legend = fig.legends[0]

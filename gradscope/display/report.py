@@ -151,12 +151,12 @@ def _density_lags(lags: np.ndarray, count: int = 4) -> list[int]:
     return [int(lags[i]) for i in picks]
 
 
-def _panel_figure(comparison: Comparison, draw, shared_legend: bool = False) -> object:
+def _panel_figure(comparison: Comparison, draw, share) -> object:
+    """One panel per initializer, drawn by ``draw(label, ax)``; ``share(fig, axes)`` merges their legends or colour bars."""
     fig, axes = plots.figure_grid(len(comparison.labels))
     for label, ax in zip(comparison.labels, axes):
         draw(label, ax)
-    if shared_legend:
-        plots.share_legend(fig, axes)
+    share(fig, axes)
     return fig
 
 
@@ -164,10 +164,11 @@ def _figures(comparison: Comparison) -> tuple:
     seed = comparison.seeds[0]
     density_lags = _density_lags(comparison.lags)
     heatmaps = _panel_figure(comparison, lambda label, ax: plots.plot_spectrum_heatmap(
-        comparison, init=label, seed=seed, ax=ax, title=f"{label}, seed {seed}"))
+        comparison, init=label, seed=seed, ax=ax, title=f"{label}, seed {seed}", colorbar=False),
+        plots.share_colorbar)
     densities = _panel_figure(comparison, lambda label, ax: plots.plot_singular_value_density(
         comparison, density_lags, init=label, ax=ax, title=f"{label}, {len(comparison.seeds)} seeds"),
-        shared_legend=True)
+        plots.share_legend)
     return (
         ReportFigure("lag_profile", "Singular values against lag",
                      "Log sigma_max, RMS and sigma_min of dh_T/dh_(T-k) against the lag k; line: seed mean, "
@@ -178,8 +179,8 @@ def _figures(comparison: Comparison) -> tuple:
                      "coloured by verdict; right axis: median memory horizon.",
                      plots.plot_summary(comparison)),
         ReportFigure("spectra", "Full spectra (heatmaps)",
-                     f"Every log singular value by lag (rows) and index (columns), seed {seed}; grey cells are "
-                     "below the float resolution floor.", heatmaps),
+                     f"Every log singular value by lag (rows) and index (columns), seed {seed}, on one colour "
+                     "scale for all panels; grey cells are below the float resolution floor.", heatmaps),
         ReportFigure("density", "Singular-value densities at chosen lags",
                      f"Histograms of log singular values at lags {density_lags}, seeds pooled.", densities),
     )

@@ -14,6 +14,8 @@ from gradscope.plotting.spectra import (
     plot_singular_value_density,
     plot_spectrum_heatmap,
     plot_summary,
+    share_colorbar,
+    share_legend,
 )
 from gradscope.plotting.monitor import monitor_table, plot_monitor
 from gradscope.plotting.theory import plot_calibration, plot_lyapunov_convergence, plot_phase_diagram, plot_rate_vs_theory
@@ -59,6 +61,8 @@ __all__ = [
     "plot_spectrum_heatmap",
     "plot_summary",
     "save_figure",
+    "share_colorbar",
+    "share_legend",
     "style",
     "use_style",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "plot_singular_value_density",
     "plot_spectrum_heatmap",
     "plot_summary",
+    "share_colorbar",
     "share_legend",
 ]
 
@@ -54,6 +55,8 @@ _LINESTYLES = ("-", "--", ":", "-.", (0, (1, 3)))
 VERDICT_COLORS = {"vanishing": "#0072B2", "slowly vanishing": "#56B4E9", "stable": "#009E73", "exploding": "#D55E00",
                   "non-finite": "#000000"}
 """Okabe-Ito colour of each verdict in summary figures."""
+HEATMAP_LABEL = r"$\log\sigma_i$ (nats)"
+"""Colour-bar label of the spectrum heatmaps."""
 
 _LOG_AXIS_LABEL = "log singular value (nats)"
 _TABLE_KEYS = ("init", "seed", "lag")
@@ -354,7 +357,7 @@ def _index_of(what: str, value, options) -> int:
 
 def plot_spectrum_heatmap(result, *, init: str | None = None, seed=None, cmap: str = "viridis",
                           vmin: float | None = None, vmax: float | None = None, ax=None,
-                          title: str | None = None):
+                          title: str | None = None, colorbar: bool = True):
     """Heatmap of every log singular value: lag k (rows) by singular-value index i (columns).
 
     Entries below the dtype's resolution floor (``~Spectra.resolved``) are masked
@@ -371,6 +374,8 @@ def plot_spectrum_heatmap(result, *, init: str | None = None, seed=None, cmap: s
         vmax: upper colour limit (nats); default from the data.
         ax: axes to draw on; default a new column-width figure.
         title: figure title; default names the product and configuration.
+        colorbar: draw the colour bar beside the axes; False leaves it to the caller (panels
+            on one scale: :func:`share_colorbar`).
 
     Returns:
         The matplotlib Figure.
@@ -387,7 +392,8 @@ def plot_spectrum_heatmap(result, *, init: str | None = None, seed=None, cmap: s
         index = np.arange(1, values.shape[-1] + 1)
         mesh = ax.pcolormesh(index, spectra.lags, values, shading="nearest", cmap=colormap,
                              vmin=vmin, vmax=vmax, rasterized=True)
-        fig.colorbar(mesh, ax=ax, label=r"$\log\sigma_i$ (nats)")
+        if colorbar:
+            fig.colorbar(mesh, ax=ax, label=HEATMAP_LABEL)
         what = "$\\partial h_k/\\partial h_0$" if spectra.direction == "forward" else "$\\partial h_T/\\partial h_{T-k}$"
         ax.set(xlabel="singular value index i (1 = largest)", ylabel="lag k", title=title if title is not None
                else f"Singular values of {what}\n{label}; grey: below float resolution")
@@ -578,6 +584,34 @@ def figure_grid(count: int, *, columns: int = 3, width: float | None = None, asp
     for extra in axes.ravel()[count:]:
         extra.set_visible(False)
     return fig, list(axes.ravel()[:count])
+
+
+def share_colorbar(fig, axes) -> None:
+    """Put the heatmaps of ``axes`` on one colour scale, with one colour bar beside the grid.
+
+    For panels of :func:`plot_spectrum_heatmap` drawn with ``colorbar=False`` on a
+    :func:`figure_grid`: the colour limits become the lowest and highest value drawn in
+    any panel, so equal colours mean equal values across panels.
+
+    Args:
+        fig: the figure (laid out by ``layout="constrained"``, as :func:`figure_grid` makes it).
+        axes: the panels; each must hold one heatmap (and no colour bar of its own).
+
+    Raises:
+        ValueError: a panel holds no heatmap.
+    """
+    from matplotlib.collections import QuadMesh
+
+    meshes = [next((c for c in ax.collections if isinstance(c, QuadMesh)), None) for ax in axes]
+    if any(mesh is None for mesh in meshes):
+        raise ValueError("share_colorbar needs a heatmap in every panel: draw each with "
+                         "plot_spectrum_heatmap(..., ax=ax, colorbar=False) first")
+    low = min(mesh.norm.vmin for mesh in meshes)
+    high = max(mesh.norm.vmax for mesh in meshes)
+    for mesh in meshes:
+        mesh.set_clim(low, high)
+    with look(fig):
+        fig.colorbar(meshes[0], ax=axes, label=HEATMAP_LABEL)
 
 
 def share_legend(fig, axes) -> None:

@@ -109,7 +109,11 @@ def _legend_fonts(legend) -> None:
 
 
 def _axes_frame(ax) -> None:
-    if hasattr(ax, "_colorbar") or ax.images or ax.collections and ax.get_label() == "<colorbar>":
+    """Spines and grid for line and bar plots; colour bars, images and heatmaps keep their frame and no grid."""
+    from matplotlib.collections import QuadMesh
+
+    if hasattr(ax, "_colorbar") or ax.images or any(isinstance(c, QuadMesh) for c in ax.collections) \
+            or ax.collections and ax.get_label() == "<colorbar>":
         return
     if not _user_set("axes.spines.top", "axes.spines.right"):
         ax.spines[["top", "right"]].set_visible(False)
