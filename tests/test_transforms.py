@@ -16,9 +16,6 @@ a tolerance, so their gradients are held to 1e-6.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,20 +77,7 @@ def test_grad_of_log_singular_values_equals_jacrev_svd_reference(reference):
     _assert_trees_close(jax.jit(ours)(params), expected)  # jit(grad(...))
 
 
-def test_grad_forward_direction_block_and_chunked():
-    """Run in a fresh process: late in a full suite run, XLA crashed (SIGSEGV) compiling this grad program
-    in-process, which took the whole run down; alone it compiles and passes."""
-    if os.environ.get("GRADSCOPE_TEST_IN_PROCESS"):
-        pytest.skip("the subprocess runs the body")
-    env = {**os.environ, "GRADSCOPE_TEST_IN_PROCESS": "1"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           f"{__file__}::test__forward_block_and_chunked_body"], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-
-
-def test__forward_block_and_chunked_body(reference):
-    if not os.environ.get("GRADSCOPE_TEST_IN_PROCESS"):
-        pytest.skip("run in a fresh process by test_grad_forward_direction_block_and_chunked")
+def test_grad_forward_direction_block_and_chunked(reference):
     cell, params, xs = _case("lstm")
     h0 = cell.initial_state(jnp.float64)
     w = _weights(reference.log_singular_values(cell.step, params, xs, h0, LAGS, "forward"))
