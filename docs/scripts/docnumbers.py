@@ -42,7 +42,7 @@ DOCS = Path(__file__).resolve().parents[1]
 DATA = DOCS / "data"
 SPAN = re.compile(r"<!--gen:(?P<key>[\w.-]+)-->(?P<text>.*?)<!--/gen-->", re.S)
 
-__all__ = ["DATA", "DOCS", "Numbers", "check_pages", "load_store", "render", "write_pages"]
+__all__ = ["DATA", "DOCS", "Numbers", "check_pages", "load_store", "publish", "render", "write_pages"]
 
 
 def load_store(store: str) -> dict[str, str]:
@@ -139,10 +139,23 @@ def write_pages() -> list[Path]:
     return changed
 
 
+def publish(*stores: Numbers, show: bool = False) -> None:
+    """Save each store (printing its values with ``show``), rewrite every page's spans and name the pages changed.
+
+    The last step of every docs script: with no store, only the pages are rewritten.
+    """
+    for numbers in stores:
+        if show:
+            for name, text in numbers.items():
+                print(f"{name}:\n{text}\n" if "\n" in text else f"{name}: {text}")
+        print(f"stored {numbers.save().relative_to(DOCS.parent)}")
+    for path in write_pages():
+        print(f"rewrote {path.relative_to(DOCS.parent)}")
+
+
 if __name__ == "__main__":
     if "--check" in sys.argv[1:]:
         found = check_pages()
         print("\n".join(found) or "every marked number matches its store")
         sys.exit(1 if found else 0)
-    for path in write_pages():
-        print(f"rewrote {path.relative_to(DOCS.parent)}")
+    publish()

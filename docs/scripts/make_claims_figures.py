@@ -41,7 +41,7 @@ import gradscope  # noqa: E402
 from gradscope import initializers, plotting, theory  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docnumbers import Numbers, write_pages  # noqa: E402
+from docnumbers import Numbers, publish  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 NUMBERS = Numbers("claims")
@@ -566,9 +566,7 @@ def main() -> None:
     save(lstm_orthogonal(), "claims_lstm_blocks")
     save(irnn(), "claims_irnn")
     store_outputs()
-    NUMBERS.save()
-    for path in write_pages():
-        print(f"rewrote {path}")
+    publish(NUMBERS)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 import gradscope
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docnumbers import Numbers, write_pages  # noqa: E402
+from docnumbers import Numbers, publish  # noqa: E402
 
 GAIN, STEPS, WIDTH = 1.05, 3000, 16
 FLOOR_WIDTH = 64
@@ -61,11 +61,7 @@ def main() -> None:
     """Store the numbers and rewrite the page."""
     numbers = Numbers("concepts")
     numbers.update(quick_numbers()[1])
-    numbers.save()
-    for key, value in numbers.items():
-        print(f"{key}: {value}")
-    for path in write_pages():
-        print(f"rewrote {path}")
+    publish(numbers, show=True)
 
 
 if __name__ == "__main__":

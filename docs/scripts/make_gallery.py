@@ -29,7 +29,7 @@ from gradscope import plotting  # noqa: E402
 from gradscope.display.report import metrics_records  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docnumbers import Numbers, write_pages  # noqa: E402
+from docnumbers import Numbers, publish  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 NUMBERS = Numbers("gallery")
@@ -102,9 +102,7 @@ def main() -> None:
     relu_figure()
     lstm_figure()
     forward_figure()
-    NUMBERS.save()
-    for path in write_pages():
-        print(f"rewrote {path}")
+    publish(NUMBERS)
 
 
 if __name__ == "__main__":

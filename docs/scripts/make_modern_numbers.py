@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gradscope  # noqa: E402
-from docnumbers import Numbers, write_pages  # noqa: E402
+from docnumbers import Numbers, publish  # noqa: E402
 from gradscope.theory.memory import linear_memory, lru_memory  # noqa: E402
 
 STORE = "modern"
@@ -244,7 +244,5 @@ if __name__ == "__main__":
         start = time.perf_counter()
         for name, text in SECTIONS[section]().items():
             numbers[name] = text
-        numbers.save()
         print(f"{section}: {len(numbers)} values in {time.perf_counter() - start:.0f} s")
-    for page in write_pages():
-        print(f"rewrote {page}")
+        publish(numbers)

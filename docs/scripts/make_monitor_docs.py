@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 
-from docnumbers import DOCS, Numbers, write_pages
+from docnumbers import DOCS, Numbers, publish
 
 PAGE = DOCS / "monitor.md"
 FIGURE = DOCS / "figures" / "monitor_training.png"
@@ -87,14 +87,10 @@ def main() -> None:
     numbers["loss_last"] = f"{sum(losses[-50:]) / 50:.3f}"
     numbers["stack_size"] = str(namespace["diagnosis"].stack.state_size)
     numbers["baseline"] = f"{namespace['task'].baseline:.3f}"
-    numbers.save()
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
     namespace["fig"].savefig(FIGURE, dpi=150)
     plt.close("all")
-    for name, text in numbers.items():
-        print(f"{name}:\n{text}\n")
-    for path in write_pages():
-        print(f"rewrote {path}")
+    publish(numbers, show=True)
 
 
 if __name__ == "__main__":

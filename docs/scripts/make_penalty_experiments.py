@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docnumbers import DATA, Numbers, write_pages  # noqa: E402
+from docnumbers import DATA, Numbers, publish  # noqa: E402
 
 RUNS_CSV = DATA / "penalty_runs.csv"
 STORE = "penalty"
@@ -377,11 +377,7 @@ def main(from_csv: bool = False) -> None:
             numbers[f"{task}_{arm}_learned"] = f"{int(chosen['learned'].sum())} of {len(chosen)}"
     if not from_csv:
         numbers["cost"] = f"{100 * penalty_cost():.0f} %"
-    for name, text in numbers.items():
-        print(f"{name}:\n{text}\n")
-    numbers.save()
-    for path in write_pages():
-        print(f"rewrote {path}")
+    publish(numbers, show=True)
     print(f"took {time.time() - start:.0f} s")
 
 

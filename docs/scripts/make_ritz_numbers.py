@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import gradscope  # noqa: E402
-from docnumbers import Numbers, write_pages  # noqa: E402
+from docnumbers import Numbers, publish  # noqa: E402
 from problems import Problem, arrays  # noqa: E402
 
 STORE = "ritz"
@@ -86,10 +86,7 @@ def main() -> None:
         numbers[name] = text
     numbers["max_difference"] = _bound(largest_difference())
     numbers["cases"] = str(len(list(_cases())))
-    print(dict(numbers))
-    numbers.save()
-    for page in write_pages():
-        print(f"rewrote {page}")
+    publish(numbers, show=True)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from gradscope.plotting import save_figure, use_style  # noqa: E402
 from gradscope.plotting import theory as theory_plots  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docnumbers import Numbers, write_pages  # noqa: E402
+from docnumbers import Numbers, publish  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 NUMBERS = Numbers("theory")
@@ -342,9 +342,7 @@ def main(names) -> None:
         if name not in SECTIONS:
             raise SystemExit(f"unknown section {name!r}; choose from {', '.join(SECTIONS)}")
         SECTIONS[name]()
-        NUMBERS.save()
-    for path in write_pages():
-        print(f"rewrote {path}")
+    publish(NUMBERS)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docnumbers import Numbers, write_pages  # noqa: E402
+from docnumbers import Numbers, publish  # noqa: E402
 
 import gradscope  # noqa: E402
 from gradscope.analysis import spectra as spectra_module  # noqa: E402
@@ -173,9 +173,7 @@ def main() -> None:
         print(name, f"{seconds:.3f}")
         numbers[name] = f"{seconds:.2f}"
     numbers["load"] = f"{os.getloadavg()[0]:.1f}"
-    print("stored", numbers.save())
-    for page in write_pages():
-        print(f"rewrote {page}")
+    publish(numbers)
 
 
 if __name__ == "__main__":
