@@ -8,6 +8,7 @@ singular values with NumPy in float64.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -155,21 +156,18 @@ def _close_figures():
         sys.modules["matplotlib.pyplot"].close("all")
 
 
-_CACHE_SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop JAX's compiled programs after each test file.
 
-
-@pytest.fixture(autouse=True)
-def _no_leaked_compilation_cache():
-    """Put JAX's persistent-cache settings back after a test that turned the cache on in this process.
-
-    Otherwise every later test would write its programs into a temporary folder that is
-    gone (and XLA crashed serializing a large grad program into it at the end of a full run).
+    XLA:CPU maps every compiled program's code into memory pages of its own (a small
+    program takes about 10 memory mappings, an all-lag analysis about 80), and a process
+    may hold at most ``vm.max_map_count`` mappings (65530 by default on Linux). The whole
+    suite compiles tens of thousands of programs in one process; kept alive, they passed
+    that limit about 600 tests in, and the next compilation crashed inside XLA
+    (SIGSEGV or SIGABRT). Clearing JAX's caches frees the programs and their mappings;
+    a later file that needs one compiles it again.
     """
-    before = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
     yield
-    if any(getattr(jax.config, name) != value for name, value in before.items()):
-        from jax.experimental.compilation_cache import compilation_cache
-
-        for name, value in before.items():
-            jax.config.update(name, value)
-        compilation_cache.reset_cache()
+    jax.clear_caches()
+    gc.collect()

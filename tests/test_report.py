@@ -57,7 +57,7 @@ def test_build_report_holds_the_comparisons_tables_and_four_figures(comparison):
     pd.testing.assert_frame_equal(built.metrics, comparison.to_dataframe())
     pd.testing.assert_frame_equal(built.lag_table, comparison.lag_table())
     assert [f.name for f in built.figures] == ["lag_profile", "summary", "spectra", "density"]
-    assert len(built.figures[2].figure.axes) == 2 * len(INITS)  # one heatmap and its colour bar per initializer
+    assert len(built.figures[2].figure.axes) == len(INITS) + 1  # one heatmap per initializer, one shared colour bar
     settings = dict(built.settings)
     assert settings["command"] == "test" and settings["cell"] == repr(comparison.cell)
     assert settings["seeds"] == "0, 1, 2" and settings["steps T"] == str(STEPS)
