@@ -256,6 +256,17 @@ def test_save_figure_writes_every_format_in_one_call(comparison, tmp_path):
     assert written[2].read_bytes().startswith(b"%PDF")
 
 
+def test_save_figure_lays_out_once_and_draws_once_per_file(comparison, tmp_path, monkeypatch):
+    fig = plotting.plot_summary(comparison)
+    engine = fig.get_layout_engine()
+    draws = []
+    original = type(fig).draw
+    monkeypatch.setattr(type(fig), "draw", lambda self, renderer: draws.append(1) or original(self, renderer))
+    plotting.save_figure(fig, tmp_path / "summary", formats=("png", "svg", "pdf"))
+    assert len(draws) == 1 + 3  # one layout pass, then one drawing per file
+    assert fig.get_layout_engine() is engine  # the figure's constrained layout is back
+
+
 def test_summary_says_where_a_rate_cannot_be_drawn(comparison):
     table = comparison.to_dataframe().head(2).copy()
     table.loc[0, ["rate", "verdict"]] = [-np.inf, "vanishing"]

@@ -234,7 +234,10 @@ def _laid_out_once(fig, bbox_inches):
     fig.draw_without_rendering()
     crop = fig.get_tightbbox().padded(pad)
     engine = fig.get_layout_engine()
-    fig.set_layout_engine("none")
+    # No engine at all, so savefig skips its layout pass ("none" keeps a placeholder that costs one
+    # pass per file); None means no engine only while rcParams ask for no automatic layout.
+    automatic = mpl.rcParams["figure.autolayout"] or mpl.rcParams["figure.constrained_layout.use"]
+    fig.set_layout_engine("none" if automatic else None)
     try:
         yield crop
     finally:
