@@ -93,6 +93,8 @@ def test_sharded_over_four_devices_equals_single_device(reference):
     reference.assert_same(many, single.spectra.log_singular_values, rtol_max=1e-6)
 
 
-def test_grid_refuses_empty_gains():
-    with pytest.raises(ValueError, match="at least one seed and one gain"):
+def test_grid_refuses_empty_gains_and_seeds():
+    with pytest.raises(ValueError, match="at least one gain, got none"):
         compare_grid(CELL, ["orthogonal"], gains=(), num_steps=4)
+    with pytest.raises(ValueError, match="at least one seed, got none"):
+        compare_grid(CELL, ["orthogonal"], seeds=0, num_steps=4)

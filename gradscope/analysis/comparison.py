@@ -301,10 +301,7 @@ def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, I
         raise ValueError(f"compare draws inputs and parameters, so it needs the cell's input size, but this "
                          f"{type(cell).__name__} does not know it (a linen cell wrapped without variables); "
                          "wrap it with from_flax(cell, variables) or from_flax(cell, input_size=...)")
-    seeds = _checks.seed_tuple(seeds)
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    dtype = _checks.check_dtype(dtype) or np.dtype(np.float32)
+    seeds, dtype = _checks.run_settings(seeds, num_steps, dtype)
     labels, inits = labelled_initializers(getattr(cell, "default_initializers", DEFAULT_INITIALIZERS)
                                           if initializers is None else initializers)
     kept = select_lags(lags, num_steps, num_log_lags)

@@ -177,10 +177,7 @@ def compare_cells(contenders, *, seeds=4, num_steps: int = 100, inputs="gaussian
         ValueError / TypeError: no contenders, repeated labels, unmatched state sizes.
     """
     contenders = _check_contenders(contenders)
-    seeds = _checks.seed_tuple(seeds)
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    dtype = _checks.check_dtype(dtype) or np.dtype(np.float32)
+    seeds, dtype = _checks.run_settings(seeds, num_steps, dtype)
     kept = select_lags(lags, num_steps, num_log_lags)
     sensitivity_lags = tuple(sorted(set(select_lags("log", num_steps, 16)) | {num_steps}))
     keys = jnp.stack([jax.random.key(s) for s in seeds])

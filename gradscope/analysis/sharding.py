@@ -179,13 +179,10 @@ def compare_grid(cell, initializers=DEFAULT_INITIALIZERS, *, seeds=4, gains=(1.0
         if not hasattr(cell, attribute):
             raise TypeError(f"compare_grid needs a cell with .{attribute} (such as gradscope.VanillaRNN); "
                             f"got {type(cell).__name__}")
-    seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
     gains = tuple(float(g) for g in np.atleast_1d(gains))
-    if not seeds or not gains:
-        raise ValueError(f"expected at least one seed and one gain, got seeds={seeds} and gains={gains}")
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    dtype = _checks.check_dtype(dtype) or np.dtype(np.float32)
+    if not gains:
+        raise ValueError("expected at least one gain, got none")
+    seeds, dtype = _checks.run_settings(seeds, num_steps, dtype)
     labels, inits = labelled_initializers(initializers)
     kept = select_lags(lags, num_steps, num_log_lags)
     mesh = config_mesh(devices)

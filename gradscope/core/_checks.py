@@ -68,6 +68,14 @@ def seed_tuple(seeds) -> tuple[int, ...]:
     return seeds
 
 
+def run_settings(seeds, num_steps, dtype) -> tuple[tuple[int, ...], np.dtype]:
+    """The seeds, horizon and dtype of a comparison, checked: ``(seed tuple, dtype)`` (float32 by default)."""
+    seeds = seed_tuple(seeds)
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    return seeds, check_dtype(dtype) or np.dtype(np.float32)
+
+
 def check_dtype(dtype):
     """Resolve a requested float dtype, refusing float64 when JAX has x64 disabled."""
     if dtype is None:
