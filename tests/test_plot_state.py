@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import ast  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
@@ -98,6 +99,21 @@ def test_the_look_applies_where_you_kept_defaults_and_yields_where_you_did_not(c
         assert ax.xaxis.label.get_fontsize() == 14 and ax.title.get_fontsize() == pytest.approx(14 * 1.2)
         assert ax.spines["top"].get_visible() and not ax.spines["right"].get_visible() and ax.figure.dpi == 80
         assert ax.get_xgridlines()[0].get_alpha() == 0.8
+
+
+@pytest.mark.parametrize("name", ["summary", "heatmap", "grid"])
+def test_figures_grow_with_your_larger_fonts_and_keep_room_for_their_axes(comparison, name):
+    """Sizes are chosen for the look's 8-point text; your 16-point text gets a figure twice as large."""
+    draw = _drawings(comparison)[name]
+    look_size = draw().get_size_inches()
+    with plt.rc_context({"font.size": 16}):
+        fig = draw()
+        np.testing.assert_allclose(fig.get_size_inches(), 2 * look_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "constrained_layout not applied because axes sizes collapsed"
+            fig.canvas.draw()
+    with plt.rc_context({"font.size": 6}):  # smaller text than the look's: the look's size
+        np.testing.assert_allclose(draw().get_size_inches(), look_size)
 
 
 def test_a_figure_legend_gets_the_legend_size_of_the_look():

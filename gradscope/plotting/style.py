@@ -166,14 +166,25 @@ def look(fig):
     apply_look(fig)
 
 
+def _text_scale() -> float:
+    """How many times larger than the look's your text is: 1 where the look's font sizes apply."""
+    if not _user_set(*_FONT_KEYS):
+        return 1.0
+    return max(1.0, mpl.rcParams["font.size"] / _LOOK["font.size"])
+
+
 def created_figure(**options):
     """A new pyplot figure (so Jupyter shows it) marked for :func:`apply_look`.
 
     ``options`` go to ``plt.figure`` (``figsize``, ``layout``, ...); the resolution is
-    gradscope's 150 dpi unless you set ``figure.dpi``.
+    gradscope's 150 dpi unless you set ``figure.dpi``. The sizes gradscope chooses fit its
+    look's fonts; where you set larger fonts (which are kept), ``figsize`` grows with them,
+    so that the axes keep the room the text leaves them.
     """
     if not _user_set("figure.dpi"):
         options.setdefault("dpi", _LOOK["figure.dpi"])
+    if "figsize" in options:
+        options["figsize"] = tuple(side * _text_scale() for side in options["figsize"])
     fig = plt.figure(**options)
     fig._gradscope_look = True
     return fig
