@@ -15,7 +15,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import gradscope
-from gradscope.analysis.sensitivity import default_selector, memory_sensitivity
+from gradscope.analysis.sensitivity import default_selector, log_mean_exp, memory_sensitivity
 from gradscope.theory.memory import linear_memory, lru_memory, sensitivity_series
 
 KEY = jax.random.key(0)
@@ -126,3 +126,10 @@ def test_selector_errors_name_the_fix():
         memory_sensitivity(step, {"w": 0.5}, jnp.ones((4, 1)), h0=jnp.zeros(1))
     with pytest.raises(ValueError, match="block selector failed"):
         memory_sensitivity(step, {"w": 0.5}, jnp.ones((4, 1)), h0=jnp.zeros(1), select=lambda p: p["v"])
+
+
+def test_log_mean_exp_averages_in_log_domain_without_overflow():
+    values = np.array([[0.0, np.log(3.0), -np.inf], [800.0, 800.0 + np.log(2.0), 800.0 + np.log(3.0)]])
+    np.testing.assert_allclose(log_mean_exp(values, -1), [np.log(4.0 / 3.0), 800.0 + np.log(2.0)], rtol=1e-12)
+    np.testing.assert_allclose(log_mean_exp(values, (0, 1)), np.log(np.mean(np.exp(values - 800.0))) + 800.0)
+    assert log_mean_exp(np.full(3, -np.inf), 0) == -np.inf  # all zeros: log 0, no NaN

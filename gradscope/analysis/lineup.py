@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from gradscope.analysis import metrics
 from gradscope.analysis.comparison import (Comparison, _warn_nonfinite, draw_over_seeds, make_inputs,
                                            spectra_over_seeds)
-from gradscope.analysis.sensitivity import Sensitivity, sensitivity_over_seeds
+from gradscope.analysis.sensitivity import Sensitivity, log_mean_exp, sensitivity_over_seeds
 from gradscope.cells import classic, modern
 from gradscope.core import _checks
 from gradscope.core.lags import select_lags
@@ -117,16 +117,8 @@ class CellComparison(Comparison):
         state = np.asarray(self.sensitivity.log_state_norm, np.float64)
         if per_seed:
             return {"sensitivity": np.exp(total).ravel(), "relative_sensitivity": np.exp(total - state).ravel()}
-        mean_total, mean_state = _log_mean(total), _log_mean(state)
+        mean_total, mean_state = log_mean_exp(total, -1), log_mean_exp(state, -1)
         return {"sensitivity": np.exp(mean_total), "relative_sensitivity": np.exp(mean_total - mean_state)}
-
-
-def _log_mean(values: np.ndarray) -> np.ndarray:
-    """log of the mean over the last (seed) axis of ``exp(values)``."""
-    top = np.max(values, axis=-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.log(np.mean(np.exp(values - top), axis=-1)) + top[..., 0]
 
 
 def _check_contenders(contenders) -> tuple:

@@ -43,7 +43,8 @@ from gradscope.core import _checks
 from gradscope.core import engine
 from gradscope.core.lags import select_lags
 
-__all__ = ["Sensitivity", "default_selector", "memory_sensitivity", "sensitivity_over_seeds", "sensitivity_sweep"]
+__all__ = ["Sensitivity", "default_selector", "log_mean_exp", "memory_sensitivity", "sensitivity_over_seeds",
+           "sensitivity_sweep"]
 
 
 @functools.partial(
@@ -86,16 +87,20 @@ class Sensitivity:
     def log_expected(self, axes=None) -> np.ndarray:
         """``log E S_k`` per lag: the mean of ``S_k`` over the batch ``axes`` (default all leading axes), NumPy."""
         values = np.asarray(self.log_sensitivity)
-        return _log_mean(values, tuple(range(values.ndim - 1)) if axes is None else axes)
+        return log_mean_exp(values, tuple(range(values.ndim - 1)) if axes is None else axes)
 
     def log_expected_state_norm(self, axes=None) -> np.ndarray:
         """``log E ||h_T||^2`` over the batch ``axes`` (default all), NumPy."""
         values = np.asarray(self.log_state_norm)
-        return _log_mean(values, tuple(range(values.ndim)) if axes is None else axes)
+        return log_mean_exp(values, tuple(range(values.ndim)) if axes is None else axes)
 
 
-def _log_mean(values: np.ndarray, axes) -> np.ndarray:
-    """``log mean(exp(values))`` over ``axes``, without overflow (``-inf`` entries are zeros)."""
+def log_mean_exp(values: np.ndarray, axes) -> np.ndarray:
+    """``log mean(exp(values))`` over ``axes`` (an int or a tuple), without overflow (``-inf`` entries are zeros).
+
+    How mean squared norms kept as logs (sensitivities, state norms) are averaged over seeds
+    or input sequences.
+    """
     axes = (axes,) if isinstance(axes, int) else tuple(axes)
     if not axes:
         return values
