@@ -354,6 +354,45 @@ def test_console_command_exits_130_after_one_line_when_interrupted_while_importi
     assert (done.returncode, done.stderr) == (status, err)
 
 
+_GC_CLI = """
+import atexit, gc, importlib.abc, importlib.util, sys
+import gradscope.__main__ as entry
+
+running = []
+
+class FakeCli(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path, target=None):
+        return importlib.util.spec_from_loader(name, self) if name == "gradscope.cli" else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):  # stands in for importing gradscope.cli, JAX, matplotlib
+        module.long_lived = [[] for _ in range(1000)]
+        print("importing:", gc.isenabled())
+        module.main = main
+
+def main():
+    running.append(gc.get_freeze_count())
+    print("running:", gc.isenabled(), running[0] >= 1000)
+    running.append([[] for _ in range(100)])  # made by the run, alive at exit
+    return 0
+
+sys.meta_path.insert(0, FakeCli())
+atexit.register(lambda: print("exiting:", gc.get_freeze_count() >= running[0] + 90))
+entry.console_main()
+"""
+
+
+def test_console_command_spares_its_process_the_collectors_full_traversals():
+    done = subprocess.run([sys.executable, "-c", _GC_CLI], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(gradscope.__file__).parents[1])})
+    assert done.returncode == 0, done.stderr
+    # imports run without the collector; what they made is frozen, and collection is back on for the run;
+    # before exit everything is frozen (shutdown's collections would only traverse it)
+    assert done.stdout.splitlines() == ["importing: False", "running: True True", "exiting: True"]
+
+
 def test_console_script_runs_the_tiny_comparison(console_run):
     process, out = console_run
     stdout, stderr = process.communicate(timeout=300)
