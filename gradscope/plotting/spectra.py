@@ -11,6 +11,8 @@ Numbers come from the analysis API (``lag_table()``, ``lag_metrics()``,
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -140,10 +142,16 @@ def _check_choice(name: str, value, choices) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def _natural_units_axis(ax) -> None:
-    """Right-hand axis giving the log (nats) scale in powers of ten."""
-    secondary = ax.secondary_yaxis("right", functions=(lambda y: y / np.log(10.0), lambda y: y * np.log(10.0)))
+    """Right-hand axis giving the log (nats) scale in powers of ten.
+
+    Its functions and formatter are numpy's and matplotlib's, not lambdas, so the figure
+    pickles and unpickles with nothing but matplotlib (the command hands report figures to
+    a helper process to save).
+    """
+    to_decades, to_nats = (functools.partial(np.multiply, factor) for factor in (1 / np.log(10.0), np.log(10.0)))
+    secondary = ax.secondary_yaxis("right", functions=(to_decades, to_nats))
     secondary.yaxis.set_major_locator(mticker.MaxNLocator(nbins=5, integer=True))
-    secondary.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"$10^{{{v:g}}}$"))
+    secondary.yaxis.set_major_formatter(mticker.StrMethodFormatter("$10^{{{x:g}}}$"))
     secondary.set_ylabel("singular value")
 
 
@@ -547,7 +555,8 @@ def _summary_inputs(result, thresholds):
 def _summary_decorations(ax, table, metric, thresholds, title, longest=None) -> None:
     ax.set_yticks(range(len(table)), list(table["init"]))
     ax.set_ylim(len(table) - 0.5, -0.5)
-    horizons = ax.secondary_yaxis("right")
+    # np.positive is the identity here, spelled so the figure pickles (matplotlib's default is a lambda)
+    horizons = ax.secondary_yaxis("right", functions=(np.positive, np.positive))
     horizons.set_yticks(range(len(table)), [_horizon_text(h, longest) for h in table["horizon"]])
     horizons.set_ylabel("memory horizon (steps)")
     if thresholds is not None:
