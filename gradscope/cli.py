@@ -33,9 +33,11 @@ from gradscope.cells import modern
 from gradscope import initializers
 from gradscope._interrupts import check_interrupted, remembering_interrupts
 from gradscope.display import report
+from gradscope.display.figure_worker import FigureWorker
 from gradscope.analysis.comparison import DEFAULT_INITIALIZERS, make_inputs
 from gradscope.core import cache
 from gradscope.core.lags import select_lags
+from gradscope.core.pipeline import cpu_workers
 
 __all__ = ["CELLS", "CLASSIC_CELLS", "build_parser", "load_params", "main", "parse_init", "parse_lags"]
 
@@ -353,7 +355,7 @@ def _finish(args, comparison, settings, run, notes=()) -> None:
     built = report.build_report(comparison, settings=settings, run=run)
     if notes:
         built = dataclasses.replace(built, notes=built.notes + tuple(notes))
-    files = report.write_report(built, args.out, force=args.force)
+    files = report.write_report(built, args.out, force=args.force, worker=args.figure_worker)
     if not args.quiet:
         print(comparison.to_dataframe().to_string(index=False))
         print(f"\nreport written to {files.folder}/ (open {files.html.name}; metrics in {files.metrics_csv.name}, "
@@ -506,12 +508,23 @@ def _interrupted(args, before: tuple) -> str:
     return f"interrupted; no report written ({out} {'is unchanged' if before[0] else 'was not created'})"
 
 
+def _figure_worker(args):
+    """A helper process to save half the report's figures, started now so it is ready when they are.
+
+    Only for commands that write a report, on a machine with more than one core for us.
+    """
+    if getattr(args, "out", None) is not None and cpu_workers() >= 2:
+        with contextlib.suppress(OSError):  # no process to spare: the command saves every figure itself
+            return FigureWorker()
+    return contextlib.nullcontext()
+
+
 def _dispatch(args, argv) -> int:
     if not getattr(args, "no_cache", True):
         cache.enable_compilation_cache()
     before = _report_state(args)
     try:
-        with remembering_interrupts():
+        with remembering_interrupts(), _figure_worker(args) as args.figure_worker:
             status = args.handler(args, argv)
             check_interrupted()
         return status

@@ -4,6 +4,8 @@
   (``_headline()``) for its short ``repr`` and Jupyter display, and tidy-table helpers.
 * :mod:`gradscope.display.reprs`: the renderers of that protocol (text and HTML).
 * :mod:`gradscope.display.report`: the report folder ``gradscope compare`` writes.
+* :mod:`gradscope.display.figure_worker`: the helper process that saves half of a
+  report's figures for the command.
 
 Nothing here computes: it formats the result objects' own tables and figures. Names
 load lazily, so a result module that imports :mod:`gradscope.display.headline` loads
@@ -20,7 +22,7 @@ _EXPORTS = {name: "gradscope.display.reprs" for name in (
 _EXPORTS.update({name: "gradscope.display.headline" for name in (
     "Headline", "Readable", "batch_index_columns", "batched_table", "lag_range", "long_table")})
 
-_SUBMODULES = ("headline", "report", "reprs")
+_SUBMODULES = ("figure_worker", "headline", "report", "reprs")
 
 __all__ = sorted(_EXPORTS)
 

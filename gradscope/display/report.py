@@ -351,17 +351,67 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def _write_figure(figure: ReportFigure, folder: Path) -> EmbeddedFigure:
-    svg, png = save_figure(figure.figure, folder / "figures" / figure.name, formats=("svg", "png"), dpi=_PNG_DPI)
+def _figure_paths(figure: ReportFigure, folder: Path) -> tuple[Path, Path]:
+    stem = folder / "figures" / figure.name
+    return stem.with_suffix(".svg"), stem.with_suffix(".png")
+
+
+def _save_job(figure: ReportFigure, folder: Path) -> tuple:
+    """``(matplotlib figure, path stem, save_figure options)`` for the report's SVG and PNG of ``figure``."""
+    return figure.figure, folder.resolve() / "figures" / figure.name, {"formats": ("svg", "png"), "dpi": _PNG_DPI}
+
+
+def _save(job: tuple) -> None:
+    fig, stem, options = job
+    save_figure(fig, stem, **options)
+
+
+def _embedded(figure: ReportFigure, folder: Path) -> EmbeddedFigure:
+    svg, png = _figure_paths(figure, folder)
     data = png.read_bytes()
     width, height = (round(side * _PAGE_DPI / _PNG_DPI) for side in _png_size(data))
     return EmbeddedFigure(base64.b64encode(data).decode("ascii"), width, height,
                           png.relative_to(folder).as_posix(), svg.relative_to(folder).as_posix())
 
 
-def _write_files(report: Report, folder: Path) -> None:
+def _split_for_helper(jobs: list) -> tuple[list, list]:
+    """``(jobs for this process, jobs for a helper process)``, so that both finish at about the same time.
+
+    Greedy longest-first split, with a figure's number of artists as its cost.
+    """
+    costs = [len(job[0].findobj()) for job in jobs]
+    loads, parts = [0, 0], ([], [])
+    for i in sorted(range(len(jobs)), key=lambda i: -costs[i]):
+        lighter = int(loads[1] < loads[0])
+        loads[lighter] += costs[i]
+        parts[lighter].append(jobs[i])
+    return parts
+
+
+def _save_figures(figures, folder: Path, worker) -> None:
+    """Save every figure's SVG and PNG, about half of them in ``worker``'s process if one is given."""
+    jobs = [_save_job(figure, folder) for figure in figures]
+    if worker is None:
+        for job in jobs:
+            _save(job)
+        return
+    mine, theirs = _split_for_helper(jobs)
+    try:
+        taken, refused = worker.submit(theirs)
+        for job in mine + refused:
+            _save(job)
+        if not worker.wait():
+            for job in taken:
+                _save(job)
+    except BaseException:
+        worker.stop()  # before the staging folder goes: the helper may still be writing into it
+        raise
+
+
+def _write_files(report: Report, folder: Path, worker=None) -> None:
     files = _report_files(report, folder)
-    images = {figure.name: _write_figure(figure, folder) for figure in report.figures}
+    _save_figures(report.figures, folder, worker)
+    images = {figure.name: _embedded(figure, folder) for figure in report.figures}
     report.metrics.to_csv(files.metrics_csv, index=False, na_rep="nan")
     files.metrics_json.write_text(json_text(metrics_document(report)) + "\n")
     report.lag_table.to_csv(files.lag_metrics_csv, index=False, na_rep="nan")
@@ -370,7 +420,7 @@ def _write_files(report: Report, folder: Path) -> None:
     files.html.write_text(render_html(report, images), encoding="utf-8")
 
 
-def write_report(report: Report, folder, *, force: bool = False) -> ReportFiles:
+def write_report(report: Report, folder, *, force: bool = False, worker=None) -> ReportFiles:
     """Write ``report`` into ``folder`` (created if needed) and close its figures.
 
     Every file is first written into a temporary folder beside ``folder``
@@ -384,6 +434,11 @@ def write_report(report: Report, folder, *, force: bool = False) -> ReportFiles:
         report: from :func:`build_report`.
         folder: the report folder.
         force: allow an existing folder.
+        worker: a :class:`~gradscope.display.figure_worker.FigureWorker` to save about half
+            of the figures in its process while this one saves the rest (what the command
+            does on a machine with two cores or more); the files are the same either way.
+            Figures that cannot be pickled, and all of them if the helper fails, are saved
+            here.
 
     Returns:
         :class:`ReportFiles` with every path written.
@@ -396,7 +451,7 @@ def write_report(report: Report, folder, *, force: bool = False) -> ReportFiles:
     folder = check_output_folder(folder, force)
     try:
         with staged_folder(folder) as staging:
-            _write_files(report, staging)
+            _write_files(report, staging, worker)
     finally:
         for figure in report.figures:
             plt.close(figure.figure)
