@@ -183,6 +183,25 @@ def test_shared_colorbar_puts_every_heatmap_panel_on_the_range_of_all_resolved_v
         plotting.share_colorbar(fig, [*axes, plotting.figure_grid(1)[1][0]])
 
 
+def test_heatmaps_and_densities_compile_no_xla_program(comparison):
+    compiled = []
+
+    def count(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name"))
+
+    batched = jax.tree_util.tree_map(lambda a: a[0], comparison.spectra)  # a Spectra batched over seeds
+    jax.clear_caches()  # any JAX operation on the arrays would now compile (a pause at every new shape)
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        for fig in (plotting.plot_spectrum_heatmap(comparison), plotting.plot_singular_value_density(comparison, [1]),
+                    plotting.plot_spectrum_heatmap(batched, seed=1), plotting.plot_singular_value_density(batched, [1])):
+            plt.close(fig)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert compiled == []
+
+
 def test_heatmap_of_a_batched_spectra_needs_an_entry():
     cell = gradscope.VanillaRNN(8)
     xs = jax.random.normal(jax.random.key(1), (2, STEPS, 1))

@@ -340,12 +340,21 @@ def plot_forward_profile(spectra, *, metrics: Sequence[str] = ("log_sigma_max", 
 # One spectrum: heatmap and density
 # ---------------------------------------------------------------------------------------------
 
+def _on_host(tree, index=()):
+    """``tree``'s arrays as NumPy arrays, each indexed by ``index``.
+
+    Plots index and compare on the host: the same operations on JAX arrays would compile
+    one small XLA program per shape, a pause at the first figure of every new shape.
+    """
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[index], tree)
+
+
 def _select_spectra(result, init, seed) -> tuple[Spectra, str]:
-    """One unbatched Spectra (and a label) out of a Comparison or a Spectra."""
+    """One unbatched Spectra (and a label) out of a Comparison or a Spectra, as NumPy arrays."""
     if isinstance(result, Comparison):
         i = _index_of("init", init if init is not None else result.labels[0], result.labels)
         j = _index_of("seed", seed if seed is not None else result.seeds[0], result.seeds)
-        picked = jax.tree_util.tree_map(lambda a: a[i, j], result.spectra)
+        picked = _on_host(result.spectra, (i, j))
         return picked, f"{result.labels[i]}, seed {result.seeds[j]}"
     if isinstance(result, Spectra):
         batch = np.shape(result.finite)
@@ -353,7 +362,7 @@ def _select_spectra(result, init, seed) -> tuple[Spectra, str]:
             raise ValueError(f"these spectra are batched with shape {batch}; pass seed=<index tuple or int> "
                              "to choose one entry")
         index = () if not batch else (seed if isinstance(seed, tuple) else (seed,))
-        return jax.tree_util.tree_map(lambda a: a[index], result), ("spectra" if not batch else f"entry {index}")
+        return _on_host(result, index), ("spectra" if not batch else f"entry {index}")
     raise TypeError(f"expected a Comparison or a Spectra, got {type(result).__name__}")
 
 
@@ -464,11 +473,10 @@ def _density_source(result, init, seed) -> tuple[Spectra, str]:
     if isinstance(result, Comparison):
         i = _index_of("init", init if init is not None else result.labels[0], result.labels)
         if seed is None:
-            return jax.tree_util.tree_map(lambda a: a[i], result.spectra), \
-                f"{result.labels[i]}, {len(result.seeds)} seeds pooled"
+            return _on_host(result.spectra, i), f"{result.labels[i]}, {len(result.seeds)} seeds pooled"
     elif isinstance(result, Spectra) and seed is None:
         pooled = "" if not np.shape(result.finite) else f", {np.size(result.finite)} entries pooled"
-        return result, f"spectra{pooled}"
+        return _on_host(result), f"spectra{pooled}"
     return _select_spectra(result, init, seed)
 
 
