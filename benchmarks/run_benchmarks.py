@@ -123,6 +123,7 @@ def measure(plan: Plan, threads: int, log) -> dict:
                                                   threads))
         results["latency"] = [measure_latency(problem, threads, Path(tmp), log) for problem in plan.latency]
         results["cli"] = measure_cli(plan.cli_runs, Path(tmp), log)
+        results["cli_phases"] = measure_cli_phases(plan.cli_runs, Path(tmp), threads, log)
     results["measured"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return results
 
@@ -156,6 +157,16 @@ def measure_cli(runs: int, tmp: Path, log) -> list[dict]:
         timings.append({"run": "no cache" if extra else ("cold" if index == 0 else "warm"),
                         "seconds": time.perf_counter() - start})
     return timings
+
+
+def measure_cli_phases(runs: int, tmp: Path, threads: int, log) -> list[dict]:
+    """Where one run's time goes: the default ``gradscope compare`` timed by phase inside its process,
+    cold (a fresh cache folder) and then warm (the same folder)."""
+    if runs < 1:
+        return []
+    log("  gradscope compare by phase: cold, then warm")
+    spec = {"group": "cli_phases", "cache": str(tmp / "cli-phases-cache"), "out": str(tmp / "cli-phases-report")}
+    return [{"run": run, **_run_worker(spec, threads)[0]} for run in ("cold", "warm")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +359,25 @@ def latency_section(results) -> list[str]:
                   "(interpreter start, imports, analysis, report with figures):", "",
                   "| run | wall time (s) |", "|---|---:|"]
         lines += [f"| {r['run']} | {_seconds(r['seconds'])} |" for r in runs]
+    return lines + [""] + _cli_phase_lines(results.get("cli_phases", []))
+
+
+def _cli_phase_lines(phases: list) -> list[str]:
+    """Where the time of a cold and a warm run goes (measured inside the process)."""
+    if not phases:
+        return []
+    lines = ["Where the time goes: the same command run inside one process each (without interpreter start and "
+             "exit), cold with a fresh cache folder, then warm. *Compiling* is XLA's compiler in the cold run "
+             "and loading the compiled programs from the cache in the warm one; JAX traces and lowers every "
+             "program in both runs, because the cache is keyed by the lowered program (JAX's times fall within "
+             "the analysis and the report's tables). The helper process "
+             "saves about half of the figures meanwhile (see [the command](cli.md)).", "",
+             "| run | total (s) | imports (s) | analysis (s) | report: tables, figures, files (s) | "
+             "JAX compiling (s) | JAX tracing and lowering (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in phases:
+        lines.append(f"| {row['run']} | {_seconds(row['total'])} | {_seconds(row['imports'])} | "
+                     f"{_seconds(row['analysis'])} | {_seconds(row['report'])} | {_seconds(row['compile'])} | "
+                     f"{_seconds(row['trace'] + row['lower'])} |")
     return lines + [""]
 
 
@@ -472,7 +502,8 @@ def raw_results(results: dict) -> dict:
     """:func:`measure`'s results as plain JSON data (problems as dicts)."""
     return {"problems": [(dataclasses.asdict(problem), rows) for problem, rows in results["problems"]],
             **{key: (dataclasses.asdict(results[key][0]), results[key][1]) for key in ("sweep", "long")},
-            "latency": results.get("latency", []), "cli": results.get("cli", []), "measured": results["measured"]}
+            "latency": results.get("latency", []), "cli": results.get("cli", []),
+            "cli_phases": results.get("cli_phases", []), "measured": results["measured"]}
 
 
 def load_results(path: Path) -> dict:
@@ -480,7 +511,7 @@ def load_results(path: Path) -> dict:
     raw = json.loads(path.read_text())
     return {"problems": [(Problem(**problem), rows) for problem, rows in raw["problems"]],
             **{key: (Problem(**raw[key][0]), raw[key][1]) for key in ("sweep", "long")},
-            "latency": raw.get("latency", []), "cli": raw.get("cli", []),
+            "latency": raw.get("latency", []), "cli": raw.get("cli", []), "cli_phases": raw.get("cli_phases", []),
             "measured": raw.get("measured", "an unrecorded time")}
 
 

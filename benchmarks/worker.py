@@ -385,7 +385,61 @@ def latency_group(spec) -> list[dict]:
             _record("warm call", warm, problem.steps, problem.steps)]
 
 
-GROUPS = {"latency": latency_group, "jax": jax_group, "torch": torch_group, "sweep_jax": sweep_jax_group, "sweep_torch": sweep_torch_group,
+_JAX_EVENTS = {"compile": "/jax/core/compile/backend_compile_duration",  # loading, when the cache has the program
+               "lower": "/jax/core/compile/jaxpr_to_mlir_module_duration",
+               "trace": "/jax/core/compile/jaxpr_trace_duration"}
+
+
+def cli_phases_group(spec) -> list[dict]:
+    """One default ``gradscope compare`` run in this fresh process, its time split by phase.
+
+    Imports as the console command does (collector off, then frozen); then times
+    ``gradscope.compare`` (the analysis), ``build_report`` and ``write_report`` (the report),
+    and sums JAX's own compile, lowering and tracing durations. ``spec["cache"]``: the
+    compilation cache folder (a fresh one: cold; used before: warm).
+    """
+    start = time.perf_counter()
+    from gradscope.__main__ import _long_lived_imports
+
+    with _long_lived_imports():
+        import gradscope.cli as cli
+    imported = time.perf_counter()
+    import jax.monitoring
+
+    import gradscope
+    from gradscope.display import report
+
+    durations = {name: 0.0 for name in ("compare", "build_report", "write_report", *_JAX_EVENTS)}
+    events = {event: name for name, event in _JAX_EVENTS.items()}
+
+    def on_event(event, seconds, **_):
+        if event in events:
+            durations[events[event]] += seconds
+
+    def timed(module, name):
+        original = getattr(module, name)
+
+        def run(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                durations[name] += time.perf_counter() - begin
+        setattr(module, name, run)
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    for module, name in ((gradscope, "compare"), (report, "build_report"), (report, "write_report")):
+        timed(module, name)
+    os.environ["GRADSCOPE_CACHE_DIR"] = spec["cache"]
+    status = cli.main(["compare", "--quiet", "--force", "--out", spec["out"]])
+    if status != 0:
+        raise RuntimeError(f"gradscope compare exited with status {status}")
+    return [{"imports": imported - start, "analysis": durations["compare"],
+             "report": durations["build_report"] + durations["write_report"],
+             "total": time.perf_counter() - start, **{name: durations[name] for name in _JAX_EVENTS}}]
+
+
+GROUPS = {"latency": latency_group, "cli_phases": cli_phases_group, "jax": jax_group, "torch": torch_group, "sweep_jax": sweep_jax_group, "sweep_torch": sweep_torch_group,
           "long": long_group}
 
 
