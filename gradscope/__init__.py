@@ -17,8 +17,9 @@ or tabulate).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from gradscope._lazy import lazy_namespace
 
 __version__ = "0.1.0"
 
@@ -93,20 +94,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    """Import a public name on first use (PEP 562) and keep it in the namespace."""
-    try:
-        module_name, attribute = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'gradscope' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    value = module if attribute is None else getattr(module, attribute)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_namespace(__name__, globals(), _EXPORTS)
 
 
 if TYPE_CHECKING:  # what static tools see; at run time the names above load on use

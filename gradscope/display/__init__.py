@@ -14,29 +14,16 @@ no renderer.
 
 from __future__ import annotations
 
-import importlib
+from gradscope._lazy import attributes, lazy_namespace, submodules
 
-_EXPORTS = {name: "gradscope.display.reprs" for name in (
+_EXPORTS = attributes("gradscope.display.reprs", (
     "comparison_html", "figure_to_base64", "format_number", "headline_html", "headline_text", "spectra_html",
-    "spectra_table")}
-_EXPORTS.update({name: "gradscope.display.headline" for name in (
-    "Headline", "Readable", "batch_index_columns", "batched_table", "lag_range", "long_table")})
-
-_SUBMODULES = ("figure_worker", "headline", "report", "reprs")
+    "spectra_table"))
+_EXPORTS.update(attributes("gradscope.display.headline", (
+    "Headline", "Readable", "batch_index_columns", "batched_table", "lag_range", "long_table")))
 
 __all__ = sorted(_EXPORTS)
 
+_EXPORTS.update(submodules("gradscope.display", ("explore", "figure_worker", "headline", "report", "reprs")))
 
-def __getattr__(name: str):
-    """Import a public name or submodule on first use (PEP 562)."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"gradscope.display.{name}")
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'gradscope.display' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
+__getattr__, __dir__ = lazy_namespace(__name__, globals(), _EXPORTS)
