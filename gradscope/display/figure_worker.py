@@ -18,6 +18,7 @@ Run as ``python -m gradscope.display.figure_worker`` it is the helper.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -120,10 +121,8 @@ class FigureWorker:
             self._process.kill()
         self._process.wait()
         for stream in (self._process.stdin, self._process.stdout):
-            try:
+            with contextlib.suppress(OSError):  # a pipe the helper broke
                 stream.close()
-            except OSError:
-                pass
 
 
 def _serve(jobs_in, answers_out) -> None:

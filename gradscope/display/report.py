@@ -341,7 +341,7 @@ def check_output_folder(folder, force: bool = False) -> Path:
 
 
 def _report_files(report: Report, folder: Path) -> ReportFiles:
-    figures = tuple(folder / "figures" / f"{f.name}.{suffix}" for f in report.figures for suffix in ("svg", "png"))
+    figures = tuple(path for figure in report.figures for path in _figure_paths(figure, folder))
     return ReportFiles(folder, folder / "metrics.csv", folder / "metrics.json", folder / "lag_metrics.csv",
                        folder / "report.md", folder / "report.html", figures)
 
@@ -351,14 +351,22 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+_FIGURE_FORMATS = ("svg", "png")
+
+
+def _figure_stem(figure: ReportFigure, folder: Path) -> Path:
+    return folder / "figures" / figure.name
+
+
 def _figure_paths(figure: ReportFigure, folder: Path) -> tuple[Path, Path]:
-    stem = folder / "figures" / figure.name
-    return stem.with_suffix(".svg"), stem.with_suffix(".png")
+    """The SVG and PNG of ``figure`` in the report ``folder``."""
+    stem = _figure_stem(figure, folder)
+    return tuple(stem.with_suffix(f".{suffix}") for suffix in _FIGURE_FORMATS)
 
 
 def _save_job(figure: ReportFigure, folder: Path) -> tuple:
     """``(matplotlib figure, path stem, save_figure options)`` for the report's SVG and PNG of ``figure``."""
-    return figure.figure, folder.resolve() / "figures" / figure.name, {"formats": ("svg", "png"), "dpi": _PNG_DPI}
+    return figure.figure, _figure_stem(figure, folder.resolve()), {"formats": _FIGURE_FORMATS, "dpi": _PNG_DPI}
 
 
 def _save(job: tuple) -> None:
