@@ -379,18 +379,30 @@ def main():
     return 0
 
 sys.meta_path.insert(0, FakeCli())
-atexit.register(lambda: print("exiting:", gc.get_freeze_count() >= running[0] + 90))
+atexit.register(lambda: print("torn down"))
 entry.console_main()
 """
 
 
-def test_console_command_spares_its_process_the_collectors_full_traversals():
-    done = subprocess.run([sys.executable, "-c", _GC_CLI], capture_output=True, text=True, timeout=120,
+def _run_fake_cli(source: str):
+    return subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(Path(gradscope.__file__).parents[1])})
+
+
+def test_console_command_spares_its_process_the_collectors_full_traversals():
+    done = _run_fake_cli(_GC_CLI)
     assert done.returncode == 0, done.stderr
-    # imports run without the collector; what they made is frozen, and collection is back on for the run;
-    # before exit everything is frozen (shutdown's collections would only traverse it)
-    assert done.stdout.splitlines() == ["importing: False", "running: True True", "exiting: True"]
+    # imports run without the collector; what they made is frozen, and collection is back on for the run
+    assert done.stdout.splitlines()[:2] == ["importing: False", "running: True True"]
+
+
+@pytest.mark.parametrize("status", [0, 1, 2])
+def test_console_command_ends_with_its_output_flushed_and_no_teardown(status):
+    # the output is still in Python's buffers when main returns (stdout is a pipe); the atexit
+    # handler stands in for the teardown (JAX's backend shutdown) the command skips
+    done = _run_fake_cli(_GC_CLI.replace("    return 0", f"    print('partial line', end='')\n    return {status}"))
+    assert done.returncode == status, done.stderr
+    assert done.stdout.splitlines() == ["importing: False", "running: True True", "partial line"]
 
 
 def test_console_script_runs_the_tiny_comparison(console_run):
