@@ -12,7 +12,7 @@ def console_main() -> None:
     """Run the command and exit with its status (see :func:`gradscope.cli.main`).
 
     Ctrl-C, even while the command is still importing JAX, prints one line and exits
-    with status 130. Whatever the status, the process ends at once once its output is
+    with status 130. Whatever the status, the process ends as soon as its output is
     flushed, without tearing the interpreter down (:func:`_end_now`).
 
     The command owns its short-lived process, so it spares it Python's garbage collector
