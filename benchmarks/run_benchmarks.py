@@ -172,10 +172,10 @@ def _time_compare(cache: Path, tmp: Path, *extra: str) -> float:
     return time.perf_counter() - start
 
 
-def measure_cli_phases(runs: int, tmp: Path, threads: int, log) -> list[dict]:
+def measure_cli_phases(rounds: int, tmp: Path, threads: int, log) -> list[dict]:
     """Where one run's time goes: the default ``gradscope compare`` timed by phase inside its process,
-    cold (a fresh cache folder) and then warm (the same folder)."""
-    if runs < 1:
+    cold (a fresh cache folder) and then warm (the same folder), once when ``rounds`` >= 1."""
+    if rounds < 1:
         return []
     log("  gradscope compare by phase: cold, then warm")
     spec = {"group": "cli_phases", "cache": str(tmp / "cli-phases-cache"), "out": str(tmp / "cli-phases-report")}
