@@ -24,11 +24,11 @@ bidiagonalisation of a full SVD. Ritz values never exceed the singular values of
 same rank. The basis is kept wide enough to reach :data:`GAP` nats below the resolution
 floor (plus :data:`EXTRA` vectors), so that the values above the floor converge fast;
 a basis that does not reach that far is replaced by a full SVD of that product. Where
-the basis would need most of the space (the first lags, an orthogonal linear cell) a
-plain singular-value call is cheaper and is used. Measured against LAPACK's own values
-(float32, n = 128..512, contracting, critical and chaotic vanilla cells, GRU and LSTM):
-every value above the floor agrees to 3e-4 in log, far inside the 0.015 that float32
-promises there; tests/test_ritz.py checks it.
+the basis would need more than :data:`FULL_FRACTION` of the space (the first lags, an
+orthogonal linear cell) a plain singular-value call is cheaper and is used. Measured
+against LAPACK's own values (float32, n = 128..512, T = 200, contracting, critical and
+chaotic vanilla cells, GRU and LSTM): every value above the floor agrees to 4e-4 in log,
+far inside the 0.015 that float32 promises there; tests/test_ritz.py checks it.
 
 Runs of lags are decomposed on several threads at once (see :mod:`gradscope.core.pipeline`):
 a run starts from the newest basis any thread has published for an earlier lag of the
@@ -50,9 +50,12 @@ GAP = 2.0
 converge at least ``e^(2 GAP)`` times faster per step than the basis drifts."""
 EXTRA = 4
 """Basis vectors beyond those that reach :data:`GAP` below the floor."""
-FULL_FRACTION = 0.75
+FULL_FRACTION = 0.4
 """A product whose basis would need more than this fraction of ``min(rows, columns)`` vectors
-gets a plain singular-value call."""
+gets a plain singular-value call. One refinement step costs as much as that call at about 0.65 of
+the space for n = 128, 0.45 for n = 256 and 0.4 for n = 512 (single-threaded LAPACK); replayed
+on the benchmarks' products, 0.4 was the fastest of 0.3..0.75 for tanh n = 128 and 256 and the
+LSTM with hidden 256."""
 SLACK = 8
 """Surplus basis vectors tolerated before the basis is cut back to its leading Ritz vectors."""
 WARM_STEPS = 2
@@ -110,9 +113,20 @@ def _lapack(name: str, array: np.ndarray):
 
 def _qr(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Thin QR ``(Q, R)`` of a tall matrix, through LAPACK directly (numpy's wrapper costs 4x more here)."""
+    factors, tau = _householder(matrix)
+    return _lapack("orgqr", factors)(factors, tau)[0], np.triu(factors[:matrix.shape[1]])
+
+
+def _orthonormal(matrix: np.ndarray) -> np.ndarray:
+    """The ``Q`` of a tall matrix's thin QR alone."""
+    factors, tau = _householder(matrix)
+    return _lapack("orgqr", factors)(factors, tau)[0]
+
+
+def _householder(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LAPACK ``geqrf``: the Householder factors and their scalars."""
     factors, tau, _, _ = _lapack("geqrf", matrix)(matrix)
-    width = matrix.shape[1]
-    return _lapack("orgqr", factors)(factors, tau)[0], np.triu(factors[:width])
+    return factors, tau
 
 
 def singular_values(matrix: np.ndarray) -> np.ndarray:
@@ -125,6 +139,19 @@ def _svd(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     conquer loses up to 1e-2 in log on values near the floor, QR iteration does not."""
     left, values, _, _ = _lapack("gesvd", matrix)(matrix, full_matrices=0)
     return left, values
+
+
+def _values_and_basis(matrix: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(all singular values, the leading width left singular vectors)`` of a square product.
+
+    The values come from the values-only call (:func:`singular_values`: exactly what a plain
+    SVD reports). The vectors come from divide and conquer (``gesdd``): its values near the
+    floor are the part it gets wrong, and those are not used; its vectors only start the
+    refinement of the next lags. The two calls together cost half of one ``gesvd`` with
+    vectors (n = 256, single-threaded: 8 ms against 17 ms).
+    """
+    left = _lapack("gesdd", matrix)(matrix, compute_uv=1, full_matrices=0)[0]
+    return singular_values(matrix), left[:, :width]
 
 
 def refine(product: np.ndarray, basis: np.ndarray, steps: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +167,7 @@ def refine(product: np.ndarray, basis: np.ndarray, steps: int = 1) -> tuple[np.n
         ``Q V = W' R``; the singular values of ``R`` are the Ritz values of ``Q`` on the basis.
     """
     for _ in range(steps):
-        right, _ = _qr(product.T @ basis)
+        right = _orthonormal(product.T @ basis)
         basis, triangle = _qr(product @ right)
     return basis, triangle
 
@@ -184,8 +211,7 @@ class _Chain:
             (self.basis, self.reach), self.steps = warm, WARM_STEPS
 
     def _full(self, product: np.ndarray, width: int) -> np.ndarray:
-        left, values = _svd(product)
-        self.basis = left[:, :width]
+        values, self.basis = _values_and_basis(product, width)
         return values
 
     def _ritz(self, product: np.ndarray, width: int) -> np.ndarray:
