@@ -7,6 +7,8 @@ independent jacrev reference of ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import collections
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,16 +40,32 @@ def _assert_agree(svd, fast, tol=LOG_TOL):
     assert np.max(np.abs(a - b)[resolved]) <= tol
 
 
+@pytest.fixture
+def paths(monkeypatch):
+    """How often the method refined a basis and took a full decomposition with vectors: a
+    comparison covers the Ritz values only where both ran (not plain SVDs at every lag)."""
+    counts = collections.Counter()
+    for name in ("refine", "_values_and_basis"):
+        real = getattr(ritz, name)
+        monkeypatch.setattr(ritz, name, lambda *a, _real=real, _name=name, **k: counts.update([_name]) or _real(*a, **k))
+    return counts
+
+
+def _assert_both_paths_ran(paths):
+    assert paths["refine"] > 0 and paths["_values_and_basis"] > 0, dict(paths)
+
+
 def _gaussian(hidden, gain, activation="tanh"):
     cell = gradscope.VanillaRNN(hidden, 1, activation)
     return cell, cell.init(jax.random.key(0), recurrent_init=("normal", {"stddev": gain / np.sqrt(hidden)}))
 
 
 @pytest.mark.parametrize("gain", [0.5, 1.0, 3.0], ids=["contracting", "critical", "chaotic"])
-def test_vanilla_matches_lapack(gain):
+def test_vanilla_matches_lapack(gain, paths):
     cell, params = _gaussian(128, gain)
     svd, fast = _both(cell, params, _inputs(120))
     _assert_agree(svd, fast)
+    _assert_both_paths_ran(paths)
 
 
 @pytest.mark.parametrize("make", [
@@ -55,20 +73,22 @@ def test_vanilla_matches_lapack(gain):
     lambda: (gradscope.LSTM(64, 1, forget_bias=1.0), "orthogonal"),
     lambda: (gradscope.LSTM(64, 1), ("normal", {"stddev": 3 / 8})),
 ], ids=["gru", "lstm", "lstm_chaotic"])
-def test_gated_cells_match_lapack(make):
+def test_gated_cells_match_lapack(make, paths):
     cell, init = make()
     params = cell.init(jax.random.key(0), recurrent_init=init)
     svd, fast = _both(cell, params, _inputs(100, scale=2.0))
     _assert_agree(svd, fast)
+    _assert_both_paths_ran(paths)
 
 
-def test_forward_direction_blocks_and_batches():
+def test_forward_direction_blocks_and_batches(paths):
     cell = gradscope.LSTM(64, 1, forget_bias=1.0)
     params = cell.init(jax.random.key(3))
     xs = jnp.stack([_inputs(80, seed=s) for s in (4, 5)])
     _assert_agree(*_both(cell, params, xs, direction="forward"))
     _assert_agree(*_both(cell, params, xs[0], block=(lambda s: s.c, lambda s: s.c)))
     _assert_agree(*_both(cell, params, xs, lags="log", num_log_lags=20))
+    _assert_both_paths_ran(paths)
 
 
 def test_the_jacrev_reference(reference):
