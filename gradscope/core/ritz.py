@@ -66,9 +66,10 @@ per-call overhead of the small factorizations outweighs the saved flops."""
 MIN_WORK = 32_768
 """Smallest ``lags * min(rows, columns)`` for which :func:`worth_it` recommends the method: the
 first lags (high rank, plain SVDs) and the start of every run cost the same either way, so the
-method pays over many lags. Pipelined analyses on the 2-core benchmark machine, time against one
-LAPACK call per product: tanh n = 128 T = 100 1.36x, LSTM n = 128 T = 200 1.2x, tanh n = 256
-T = 100 0.95x, tanh n = 192 T = 200 0.76x, tanh n = 128 T = 1000 0.77x, LSTM n = 256 T = 200 0.64x."""
+method pays over many lags. Pipelined analyses on the 2-core benchmark machine, median time
+against one LAPACK call per product (2026-11-29): below the threshold tanh n = 128 T = 100 1.33x,
+n = 128 T = 200 1.23x, LSTM n = 128 T = 200 1.19x, tanh n = 512 T = 25 1.5x, n = 192 T = 100 1.01x
+but n = 256 T = 100 0.81x; above it tanh n = 128 T = 300 0.95x, n = 128 T = 400 0.81x."""
 
 
 def supports(dtype) -> bool:
