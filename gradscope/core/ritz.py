@@ -114,20 +114,14 @@ def _lapack(name: str, array: np.ndarray):
 
 def _qr(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Thin QR ``(Q, R)`` of a tall matrix, through LAPACK directly (numpy's wrapper costs 4x more here)."""
-    factors, tau = _householder(matrix)
-    return _lapack("orgqr", factors)(factors, tau)[0], np.triu(factors[:matrix.shape[1]])
+    q, factors = _q_and_factors(matrix)
+    return q, np.triu(factors[:matrix.shape[1]])
 
 
-def _orthonormal(matrix: np.ndarray) -> np.ndarray:
-    """The ``Q`` of a tall matrix's thin QR alone."""
-    factors, tau = _householder(matrix)
-    return _lapack("orgqr", factors)(factors, tau)[0]
-
-
-def _householder(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """LAPACK ``geqrf``: the Householder factors and their scalars."""
+def _q_and_factors(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The thin QR's ``Q`` and ``geqrf``'s packed factors (``R`` is their upper triangle, formed only where needed)."""
     factors, tau, _, _ = _lapack("geqrf", matrix)(matrix)
-    return factors, tau
+    return _lapack("orgqr", factors)(factors, tau)[0], factors
 
 
 def singular_values(matrix: np.ndarray) -> np.ndarray:
@@ -168,7 +162,7 @@ def refine(product: np.ndarray, basis: np.ndarray, steps: int = 1) -> tuple[np.n
         ``Q V = W' R``; the singular values of ``R`` are the Ritz values of ``Q`` on the basis.
     """
     for _ in range(steps):
-        right = _orthonormal(product.T @ basis)
+        right = _q_and_factors(product.T @ basis)[0]
         basis, triangle = _qr(product @ right)
     return basis, triangle
 
