@@ -144,11 +144,20 @@ def test_auto_chooses_ritz_only_where_it_applies(monkeypatch):
     methods = []
     real = pipeline.pipelined_sweep
     monkeypatch.setattr(pipeline, "pipelined_sweep", lambda *a, **k: methods.append(k["method"]) or real(*a, **k))
-    steps = ritz.MIN_WORK // ritz.MIN_STATE
-    for hidden, num_steps in ((64, 4 * steps), (ritz.MIN_STATE, steps // 2), (ritz.MIN_STATE, steps)):
+    steps = -(-ritz.MIN_WORK // ritz.MIN_STATE**2)  # the fewest lags at the smallest size
+    assert steps >= ritz.MIN_LAGS
+    for hidden, num_steps in ((64, 4 * steps), (ritz.MIN_STATE, steps - 1), (ritz.MIN_STATE, steps)):
         cell, params = _gaussian(hidden, 1.0)
         gradscope.jacobian_spectra(cell, params, _inputs(num_steps), pipelined=True)
     assert methods == ["svd", "svd", "ritz"]
+
+
+def test_few_lags_of_large_products_stay_with_lapack():
+    # far above MIN_WORK, but the high-rank first lags would be most of the work
+    assert not ritz.worth_it((1024, 1024), np.float32, ritz.MIN_LAGS - 1)
+    assert ritz.worth_it((1024, 1024), np.float32, ritz.MIN_LAGS)
+    assert not ritz.worth_it((1024, 1024), np.float64, 10 * ritz.MIN_LAGS)
+    assert not ritz.worth_it((1024, 64), np.float32, 10 * ritz.MIN_LAGS)  # the smaller side counts
 
 
 def test_non_finite_products_are_reported():

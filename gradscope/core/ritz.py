@@ -42,8 +42,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["EXTRA", "FULL_FRACTION", "GAP", "MIN_STATE", "MIN_WORK", "WARM_STEPS", "WarmStarts", "block_spectra",
-           "refine", "supports", "worth_it"]
+__all__ = ["EXTRA", "FULL_FRACTION", "GAP", "MIN_LAGS", "MIN_STATE", "MIN_WORK", "WARM_STEPS", "WarmStarts",
+           "block_spectra", "refine", "supports", "worth_it"]
 
 GAP = 2.0
 """Nats below the resolution floor the basis must reach: the Ritz values above the floor then
@@ -63,13 +63,18 @@ WARM_STEPS = 2
 MIN_STATE = 128
 """Smallest ``min(rows, columns)`` for which :func:`worth_it` recommends the method: below it the
 per-call overhead of the small factorizations outweighs the saved flops."""
-MIN_WORK = 32_768
-"""Smallest ``lags * min(rows, columns)`` for which :func:`worth_it` recommends the method: the
-first lags (high rank, plain SVDs) and the start of every run cost the same either way, so the
-method pays over many lags. Pipelined analyses on the 2-core benchmark machine, median time
-against one LAPACK call per product (2026-11-29): below the threshold tanh n = 128 T = 100 1.33x,
-n = 128 T = 200 1.23x, LSTM n = 128 T = 200 1.19x, tanh n = 512 T = 25 1.5x, n = 192 T = 100 1.01x
-but n = 256 T = 100 0.81x; above it tanh n = 128 T = 300 0.95x, n = 128 T = 400 0.81x."""
+MIN_LAGS = 100
+"""Fewest lags for which :func:`worth_it` recommends the method, whatever the size: the first lags
+(high rank, plain SVDs) and the start of every run cost the same either way, and the resolved rank
+falls with the lag, not with the size, so the method pays only over many lags. Pipelined tanh
+analyses on the 2-core benchmark machine, median time against one LAPACK call per product
+(2026-11-29): n = 256 T = 64 1.09x, n = 384 T = 50 1.22x, n = 512 T = 32 1.71x and T = 64 1.13x,
+but n = 256 T = 100 0.84x, n = 384 T = 100 0.77x, n = 512 T = 100 0.82x."""
+MIN_WORK = 5_000_000
+"""Smallest ``lags * min(rows, columns)**2`` for which :func:`worth_it` recommends the method: at
+n = 128 each refinement saves little against a cheap SVD, so it needs about 300 lags. Same
+measurements as :data:`MIN_LAGS`: n = 128 T = 200 1.23x, T = 250 0.95x, T = 280 1.04x,
+T = 400 0.81x; n = 192 T = 100 1.01x, T = 150 0.92x; n = 256 T = 80 0.96x."""
 
 
 def supports(dtype) -> bool:
@@ -79,9 +84,9 @@ def supports(dtype) -> bool:
 
 def worth_it(shape: tuple[int, ...], dtype, num_lags: int) -> bool:
     """True when the method applies to ``num_lags`` products of ``shape`` (``[..., rows, columns]``)
-    and ``dtype`` and pays (:data:`MIN_STATE`, :data:`MIN_WORK`)."""
+    and ``dtype`` and pays (:data:`MIN_STATE`, :data:`MIN_LAGS`, :data:`MIN_WORK`)."""
     size = min(shape[-2:])
-    return supports(dtype) and size >= MIN_STATE and num_lags * size >= MIN_WORK
+    return supports(dtype) and size >= MIN_STATE and num_lags >= MIN_LAGS and num_lags * size**2 >= MIN_WORK
 
 
 class WarmStarts:
