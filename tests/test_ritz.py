@@ -173,3 +173,15 @@ def test_method_errors_say_what_to_do():
         gradscope.jacobian_spectra(cell, params, _inputs(10), method="lanczos", pipelined=True)
     with pytest.raises(ValueError, match="runs in the CPU pipeline"):
         gradscope.jacobian_spectra(cell, params, _inputs(10), method="ritz", pipelined=False)
+
+
+def test_products_decomposed_through_jax_match_lapack():
+    rng = np.random.default_rng(3)
+    size = ritz.THROUGH_JAX
+    product = (rng.standard_normal((size, size)) * np.exp(-np.linspace(0, 9, size))).astype(np.float32)
+    values, basis = ritz._values_and_basis(product, 5)
+    exact = np.linalg.svd(product.astype(np.float64))
+    np.testing.assert_allclose(values, exact.S, rtol=1e-5, atol=1e-6 * exact.S[0])
+    np.testing.assert_allclose(ritz._product_values(product), values)
+    # the leading left singular vectors, up to sign
+    np.testing.assert_allclose(np.abs(np.sum(basis * exact.U[:, :5], axis=0)), 1.0, atol=1e-4)

@@ -40,10 +40,12 @@ from __future__ import annotations
 
 import threading
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["EXTRA", "FULL_FRACTION", "GAP", "MIN_LAGS", "MIN_STATE", "MIN_WORK", "WARM_STEPS", "WarmStarts",
-           "block_spectra", "refine", "supports", "worth_it"]
+__all__ = ["EXTRA", "FULL_FRACTION", "GAP", "MIN_LAGS", "MIN_STATE", "MIN_WORK", "THROUGH_JAX", "WARM_STEPS",
+           "WarmStarts", "block_spectra", "refine", "supports", "worth_it"]
 
 GAP = 2.0
 """Nats below the resolution floor the basis must reach: the Ritz values above the floor then
@@ -56,6 +58,15 @@ gets a plain singular-value call. One refinement step costs as much as that call
 the space for n = 128, 0.45 for n = 256 and 0.4 for n = 512 (single-threaded LAPACK); replayed
 on the benchmarks' products, 0.4 was the fastest of 0.3..0.75 for tanh n = 128 and 256 and the
 LSTM with hidden 256."""
+THROUGH_JAX = 64
+"""Products with ``min(rows, columns)`` at least this large get their plain SVDs through JAX
+(``jnp.linalg.svd``: the same LAPACK ``gesdd``), whose call lets go of Python's GIL while it
+runs, so the pipeline's threads decompose in parallel. SciPy's ``gesdd`` wrapper holds the GIL:
+on the 2-core benchmark machine 16 values-only calls at n = 256 took 0.052 s on one thread and
+on two alike (its ``geqrf`` lets go: 0.016 s against 0.010 s), and routing the products through
+JAX made the default 11-14% faster (tanh n = 256, T = 100 and 200; a PyTorch GRU with hidden
+256, T = 100). A product has one shape per analysis, so this compiles once; the Ritz triangles,
+of many sizes, stay with SciPy."""
 SLACK = 8
 """Surplus basis vectors tolerated before the basis is cut back to its leading Ritz vectors."""
 WARM_STEPS = 2
@@ -63,18 +74,19 @@ WARM_STEPS = 2
 MIN_STATE = 128
 """Smallest ``min(rows, columns)`` for which :func:`worth_it` recommends the method: below it the
 per-call overhead of the small factorizations outweighs the saved flops."""
-MIN_LAGS = 100
+MIN_LAGS = 50
 """Fewest lags for which :func:`worth_it` recommends the method, whatever the size: the first lags
 (high rank, plain SVDs) and the start of every run cost the same either way, and the resolved rank
 falls with the lag, not with the size, so the method pays only over many lags. Pipelined tanh
 analyses on the 2-core benchmark machine, median time against one LAPACK call per product
-(2026-11-29): n = 256 T = 64 1.09x, n = 384 T = 50 1.22x, n = 512 T = 32 1.71x and T = 64 1.13x,
-but n = 256 T = 100 0.84x, n = 384 T = 100 0.77x, n = 512 T = 100 0.82x."""
-MIN_WORK = 5_000_000
+(2026-11-29, products' SVDs through JAX, :data:`THROUGH_JAX`): n = 256 T = 32 1.23x,
+n = 384 T = 25 1.11x, n = 512 T = 32 1.10x, but n = 256 T = 50 0.92x, n = 512 T = 50 0.93x,
+n = 256 T = 64 0.88x, n = 512 T = 64 0.85x."""
+MIN_WORK = 3_000_000
 """Smallest ``lags * min(rows, columns)**2`` for which :func:`worth_it` recommends the method: at
-n = 128 each refinement saves little against a cheap SVD, so it needs about 300 lags. Same
-measurements as :data:`MIN_LAGS`: n = 128 T = 200 1.23x, T = 250 0.95x, T = 280 1.04x,
-T = 400 0.81x; n = 192 T = 100 1.01x, T = 150 0.92x; n = 256 T = 80 0.96x."""
+n = 128 each refinement saves little against a cheap SVD, so it needs about 180 lags. Same
+measurements as :data:`MIN_LAGS`: n = 128 T = 64 1.32x, T = 100 1.06x, T = 150 1.02x, but
+T = 200 0.90x, T = 250 0.89x; n = 192 T = 100 0.90x; n = 384 T = 50 0.91x."""
 
 
 def supports(dtype) -> bool:
@@ -134,6 +146,24 @@ def singular_values(matrix: np.ndarray) -> np.ndarray:
     return _lapack("gesdd", matrix)(matrix, compute_uv=0)[1]
 
 
+def _product_values(product: np.ndarray) -> np.ndarray:
+    """:func:`singular_values` of a product, through JAX from :data:`THROUGH_JAX` on (a product
+    has one shape per analysis: one compilation)."""
+    if min(product.shape) >= THROUGH_JAX:
+        return np.asarray(_jax_values(product))
+    return singular_values(product)
+
+
+@jax.jit
+def _jax_values(matrix):
+    return jnp.linalg.svd(matrix, compute_uv=False)
+
+
+@jax.jit
+def _jax_values_and_left(matrix):
+    return jnp.linalg.svd(matrix, compute_uv=False), jnp.linalg.svd(matrix, full_matrices=False)[0]
+
+
 def _svd(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(left vectors, values)``, thin, by LAPACK ``gesvd``: with vectors, ``gesdd``'s divide and
     conquer loses up to 1e-2 in log on values near the floor, QR iteration does not."""
@@ -144,14 +174,17 @@ def _svd(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _values_and_basis(matrix: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """``(all singular values, the leading width left singular vectors)`` of a square product.
 
-    The values come from the values-only call (:func:`singular_values`: exactly what a plain
+    The values come from the values-only call (:func:`_product_values`: exactly what a plain
     SVD reports). The vectors come from divide and conquer (``gesdd``): its values near the
     floor are the part it gets wrong, and those are not used; its vectors only start the
     refinement of the next lags. The two calls together cost half of one ``gesvd`` with
     vectors (n = 256, single-threaded: 8 ms against 17 ms).
     """
+    if min(matrix.shape) >= THROUGH_JAX:
+        values, left = _jax_values_and_left(matrix)  # the width is not static: one program per shape
+        return np.asarray(values), np.asarray(left)[:, :width]
     left = _lapack("gesdd", matrix)(matrix, compute_uv=1, full_matrices=0)[0]
-    return singular_values(matrix), left[:, :width]
+    return _product_values(matrix), left[:, :width]
 
 
 def refine(product: np.ndarray, basis: np.ndarray, steps: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +228,7 @@ class _Chain:
         size = min(product.shape)
         width = min(size, (size if self.reach is None else self.reach) + EXTRA)
         if width > FULL_FRACTION * size:
-            self.basis, values = None, singular_values(product)
+            self.basis, values = None, _product_values(product)
         elif self.basis is None or self.basis.shape[1] < width:
             values = self._full(product, width)
         else:
