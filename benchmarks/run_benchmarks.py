@@ -345,7 +345,9 @@ def _floor_breakdown(rows) -> list[str]:
             f"warm-started Rayleigh-Ritz ([how it works](concepts.md#below-the-svd-floor)), {ours:.2f}x. The default "
             "makes plain singular-value calls only where many values are resolved (the first lags), refines a basis "
             "carried from the previous lag by one step of subspace iteration elsewhere, and starts a basis from "
-            "divide and conquer with a values-only call for the values. Tried and not kept, because they changed "
+            "divide and conquer with a values-only call for the values. Those plain calls go through JAX, which lets "
+            "go of Python's GIL while LAPACK runs (SciPy's wrapper of the same routine keeps it, and the pipeline's "
+            "threads took turns: that cost the default 11-14%). Tried and not kept, because they changed "
             "nothing beyond this machine's noise: more or fewer pipeline chunks, and a narrower basis (fewer vectors "
             "below the resolution floor).", ""]
 

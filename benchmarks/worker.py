@@ -180,7 +180,7 @@ def _full_spectra_calls(cell, params, xs, lags, one_program: bool) -> dict:
 
     calls = {FULL: (run(None), "the default on CPU: the sweep in compiled chunks, the singular values on one host "
                                "thread per core (warm-started Rayleigh-Ritz where it pays: float32, n >= 128, "
-                               "100 lags or more, gradscope.core.ritz.worth_it)"),
+                               "50 lags or more, gradscope.core.ritz.worth_it)"),
              SVD_PIPELINE: (run(None, "svd"), "the same pipeline with one LAPACK call per product")}
     if one_program:
         calls[FULL + " (one program, pipelined=False)"] = (run(False), "")
