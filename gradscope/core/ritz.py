@@ -184,7 +184,7 @@ def _values_and_basis(matrix: np.ndarray, width: int) -> tuple[np.ndarray, np.nd
         values, left = _jax_values_and_left(matrix)  # the width is not static: one program per shape
         return np.asarray(values), np.asarray(left)[:, :width]
     left = _lapack("gesdd", matrix)(matrix, compute_uv=1, full_matrices=0)[0]
-    return _product_values(matrix), left[:, :width]
+    return singular_values(matrix), left[:, :width]
 
 
 def refine(product: np.ndarray, basis: np.ndarray, steps: int = 1) -> tuple[np.ndarray, np.ndarray]:
