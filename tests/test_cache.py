@@ -14,7 +14,7 @@ import pytest
 
 import gradscope
 from gradscope import cli
-from gradscope.core import cache
+from gradscope.core import cache, programs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,6 +74,7 @@ def test_a_folder_you_configured_is_kept(tmp_path):
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+        programs.store_in(None)
 
 
 @pytest.mark.parametrize("argv, enabled", [(["compare"], True), (["compare", "--no-cache"], False),

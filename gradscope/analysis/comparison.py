@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from gradscope.core import _checks
 from gradscope.core import diagonal
+from gradscope.core import programs
 from gradscope import initializers
 from gradscope.analysis import metrics
 from gradscope.core._lapack import lapack_thread_limit
@@ -189,7 +190,20 @@ def labelled_initializers(specs) -> tuple[list[str], list]:
 
     Raises:
         ValueError: no specs, or two specs with the same label.
+        TypeError: a spec that is no initializer.
     """
+    labels, specs = labelled_specs(specs)
+    return labels, [initializers.resolve(s) for s in specs]
+
+
+def _check_initializers(specs) -> None:
+    """Resolve each spec once, so that one that is no initializer fails before any work is done."""
+    for spec in specs:
+        initializers.resolve(spec)
+
+
+def labelled_specs(specs) -> tuple[list[str], list]:
+    """``(labels, specs)`` as :func:`labelled_initializers` gives them, the specs as given (not resolved)."""
     if isinstance(specs, dict):
         labels, specs = list(specs), list(specs.values())
     else:
@@ -199,7 +213,12 @@ def labelled_initializers(specs) -> tuple[list[str], list]:
         raise ValueError("expected at least one initializer to compare, got none")
     if len(set(labels)) != len(labels):
         raise ValueError(f"initializer labels must be distinct, got {labels}; pass a dict label -> spec")
-    return labels, [initializers.resolve(s) for s in specs]
+    return labels, specs
+
+
+def _gaussian_inputs(seeds, shape, scale, dtype):
+    keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 1) for s in seeds])
+    return scale * jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
 
 
 def make_inputs(inputs, seeds, num_steps: int, input_size: int, scale: float = 1.0, dtype=jnp.float32):
@@ -212,9 +231,9 @@ def make_inputs(inputs, seeds, num_steps: int, input_size: int, scale: float = 1
     if isinstance(inputs, str):
         if inputs == "zeros":
             return jnp.zeros(shape, dtype)
-        if inputs == "gaussian":
-            keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 1) for s in seeds])
-            return scale * jax.vmap(lambda k: jax.random.normal(k, shape[1:], dtype))(keys)
+        if inputs == "gaussian":  # a stored program when the cache is on (gradscope.core.programs)
+            return programs.stored_call(functools.partial(_gaussian_inputs, tuple(seeds), shape[1:], scale,
+                                                          np.dtype(dtype)), compiler_options=programs.SMALL_PROGRAM)
         raise ValueError(f"inputs must be 'zeros', 'gaussian' or an array, got {inputs!r}")
     array = jnp.asarray(inputs, dtype)
     if array.shape == shape[1:]:
@@ -226,8 +245,12 @@ def make_inputs(inputs, seeds, num_steps: int, input_size: int, scale: float = 1
 
 
 @lapack_thread_limit
-@functools.partial(jax.jit, static_argnames=("step", "lags"))
 def _spectra_over_seeds(step, params, xs, h0, lags):
+    return programs.stored_call(functools.partial(_spectra_program, step, lags=lags), params, xs, h0)
+
+
+@functools.partial(jax.jit, static_argnames=("step", "lags"))
+def _spectra_program(step, params, xs, h0, lags):
     return jax.vmap(lambda p, x: spectra_of(step, p, x, h0, lags))(params, xs)
 
 
@@ -250,8 +273,21 @@ def spectra_over_seeds(cell, params, xs, h0, lags: tuple[int, ...]) -> Spectra:
 
 
 def draw_over_seeds(cell, keys, dtype, **init_options):
-    """``cell.init(key, dtype=dtype, **init_options)`` for each key, stacked on a leading seed axis."""
-    return jax.vmap(lambda k: cell.init(k, dtype=dtype, **init_options))(keys)
+    """``cell.init(key, dtype=dtype, **init_options)`` for each key, stacked on a leading seed axis.
+
+    With the compilation cache on, a draw that gradscope can name (one of its cells, the
+    initializers given by name and options, typed keys) runs as a stored program
+    (:mod:`gradscope.core.programs`), compiled with :data:`~gradscope.core.programs.SMALL_PROGRAM`.
+    """
+    draw = jax.vmap(lambda k: cell.init(k, dtype=dtype, **init_options))
+    if programs.store_folder() is None or not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        return draw(keys)
+    impl = jax.random.key_impl(keys)
+    identity = programs.identity_of(("draw_over_seeds", cell, np.dtype(dtype), init_options, str(impl)))
+    if identity is None:
+        return draw(keys)
+    return programs.stored_call(lambda data: draw(jax.random.wrap_key_data(data, impl=impl)),
+                                jax.random.key_data(keys), identity=identity, compiler_options=programs.SMALL_PROGRAM)
 
 
 def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, InitializerSpec] | None = None,
@@ -302,8 +338,9 @@ def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, I
                          f"{type(cell).__name__} does not know it (a linen cell wrapped without variables); "
                          "wrap it with from_flax(cell, variables) or from_flax(cell, input_size=...)")
     seeds, dtype = _checks.run_settings(seeds, num_steps, dtype)
-    labels, inits = labelled_initializers(getattr(cell, "default_initializers", DEFAULT_INITIALIZERS)
-                                          if initializers is None else initializers)
+    labels, specs = labelled_specs(getattr(cell, "default_initializers", DEFAULT_INITIALIZERS)
+                                   if initializers is None else initializers)
+    _check_initializers(specs)
     kept = select_lags(lags, num_steps, num_log_lags)
     xs = make_inputs(inputs, seeds, num_steps, cell.input_size, input_scale, dtype)
     _checks.check_finite("inputs", xs)
@@ -311,8 +348,8 @@ def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, I
     h0 = jax.tree_util.tree_map(lambda a: a.astype(dtype), cell.initial_state())
     fixed = {name: spec for name, spec in (("input_init", input_init), ("bias_init", bias_init)) if spec is not None}
     results = []
-    for init in tqdm(inits, desc="initializers", disable=(None if progress is None else not progress)):
-        params = draw_over_seeds(cell, keys, dtype, recurrent_init=init, **fixed)
+    for spec in tqdm(specs, desc="initializers", disable=(None if progress is None else not progress)):
+        params = draw_over_seeds(cell, keys, dtype, recurrent_init=spec, **fixed)
         results.append(spectra_over_seeds(cell, params, xs, h0, kept))
     spectra = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
     _warn_nonfinite(spectra, labels, seeds)

@@ -11,6 +11,9 @@ follows:
   script, with :func:`enable_compilation_cache` (it changes JAX's process-wide
   configuration, so it is a call you make, never a side effect of an analysis).
 
+The folder also holds gradscope's own programs traced and lowered
+(:mod:`gradscope.core.programs`), so that a later process skips tracing them too.
+
 The folder is ``GRADSCOPE_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/gradscope/jax``
 (``~/.cache/gradscope/jax``). JAX keys each entry by the program, the JAX and jaxlib
 versions and the device, so a stale entry is never used; deleting the folder is always
@@ -23,6 +26,8 @@ import os
 from pathlib import Path
 
 import jax
+
+from gradscope.core import programs
 
 __all__ = ["CACHE_VARIABLE", "cache_dir", "enable_compilation_cache"]
 
@@ -60,10 +65,12 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
 
     Note:
         This sets ``jax_compilation_cache_dir`` and ``jax_persistent_cache_min_compile_time_secs``
-        in JAX's configuration for the whole process.
+        in JAX's configuration for the whole process, and stores gradscope's programs in the
+        folder's ``gradscope-programs`` (:mod:`gradscope.core.programs`).
     """
     current = jax.config.jax_compilation_cache_dir
     if current:
+        programs.store_in(Path(current))
         return Path(current)
     folder = Path(path).expanduser() if path is not None else cache_dir()
     if folder is None:
@@ -71,4 +78,5 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    programs.store_in(folder)
     return folder
