@@ -190,20 +190,7 @@ def labelled_initializers(specs) -> tuple[list[str], list]:
 
     Raises:
         ValueError: no specs, or two specs with the same label.
-        TypeError: a spec that is no initializer.
     """
-    labels, specs = labelled_specs(specs)
-    return labels, [initializers.resolve(s) for s in specs]
-
-
-def _check_initializers(specs) -> None:
-    """Resolve each spec once, so that one that is no initializer fails before any work is done."""
-    for spec in specs:
-        initializers.resolve(spec)
-
-
-def labelled_specs(specs) -> tuple[list[str], list]:
-    """``(labels, specs)`` as :func:`labelled_initializers` gives them, the specs as given (not resolved)."""
     if isinstance(specs, dict):
         labels, specs = list(specs), list(specs.values())
     else:
@@ -213,7 +200,7 @@ def labelled_specs(specs) -> tuple[list[str], list]:
         raise ValueError("expected at least one initializer to compare, got none")
     if len(set(labels)) != len(labels):
         raise ValueError(f"initializer labels must be distinct, got {labels}; pass a dict label -> spec")
-    return labels, specs
+    return labels, [initializers.resolve(s) for s in specs]
 
 
 def _gaussian_inputs(seeds, shape, scale, dtype):
@@ -275,19 +262,12 @@ def spectra_over_seeds(cell, params, xs, h0, lags: tuple[int, ...]) -> Spectra:
 def draw_over_seeds(cell, keys, dtype, **init_options):
     """``cell.init(key, dtype=dtype, **init_options)`` for each key, stacked on a leading seed axis.
 
-    With the compilation cache on, a draw that gradscope can name (one of its cells, the
-    initializers given by name and options, typed keys) runs as a stored program
-    (:mod:`gradscope.core.programs`), compiled with :data:`~gradscope.core.programs.SMALL_PROGRAM`.
+    Always run op by op, never as one compiled program (not even a stored one,
+    :mod:`gradscope.core.programs`): on a CPU with few cores, XLA can deadlock running a
+    program whose batched LAPACK calls (an LSTM's four orthogonal gates) start at once,
+    and op by op each compiled piece is shared by every draw of the same shapes.
     """
-    draw = jax.vmap(lambda k: cell.init(k, dtype=dtype, **init_options))
-    if programs.store_folder() is None or not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
-        return draw(keys)
-    impl = jax.random.key_impl(keys)
-    identity = programs.identity_of(("draw_over_seeds", cell, np.dtype(dtype), init_options, str(impl)))
-    if identity is None:
-        return draw(keys)
-    return programs.stored_call(lambda data: draw(jax.random.wrap_key_data(data, impl=impl)),
-                                jax.random.key_data(keys), identity=identity, compiler_options=programs.SMALL_PROGRAM)
+    return jax.vmap(lambda k: cell.init(k, dtype=dtype, **init_options))(keys)
 
 
 def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, InitializerSpec] | None = None,
@@ -338,9 +318,8 @@ def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, I
                          f"{type(cell).__name__} does not know it (a linen cell wrapped without variables); "
                          "wrap it with from_flax(cell, variables) or from_flax(cell, input_size=...)")
     seeds, dtype = _checks.run_settings(seeds, num_steps, dtype)
-    labels, specs = labelled_specs(getattr(cell, "default_initializers", DEFAULT_INITIALIZERS)
-                                   if initializers is None else initializers)
-    _check_initializers(specs)
+    labels, inits = labelled_initializers(getattr(cell, "default_initializers", DEFAULT_INITIALIZERS)
+                                          if initializers is None else initializers)
     kept = select_lags(lags, num_steps, num_log_lags)
     xs = make_inputs(inputs, seeds, num_steps, cell.input_size, input_scale, dtype)
     _checks.check_finite("inputs", xs)
@@ -348,8 +327,8 @@ def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, I
     h0 = jax.tree_util.tree_map(lambda a: a.astype(dtype), cell.initial_state())
     fixed = {name: spec for name, spec in (("input_init", input_init), ("bias_init", bias_init)) if spec is not None}
     results = []
-    for spec in tqdm(specs, desc="initializers", disable=(None if progress is None else not progress)):
-        params = draw_over_seeds(cell, keys, dtype, recurrent_init=spec, **fixed)
+    for init in tqdm(inits, desc="initializers", disable=(None if progress is None else not progress)):
+        params = draw_over_seeds(cell, keys, dtype, recurrent_init=init, **fixed)
         results.append(spectra_over_seeds(cell, params, xs, h0, kept))
     spectra = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
     _warn_nonfinite(spectra, labels, seeds)
