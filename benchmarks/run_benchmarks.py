@@ -406,7 +406,7 @@ def _cli_phase_lines(phases: list) -> list[str]:
              "exit), cold with a fresh cache folder, then warm. *Compiling* is XLA's compiler in the cold run "
              "and loading the compiled programs from the cache in the warm one. JAX's cache is keyed by the "
              "lowered program, so JAX traces and lowers every program in the cold run; the warm run reads "
-             "gradscope's stored programs (the inputs and the spectra) already lowered and traces "
+             "gradscope's stored programs (the inputs, the spectra and their summary) already lowered and traces "
              "only the rest (JAX's times fall within the analysis and the report's tables). The helper process "
              "saves about half of the figures meanwhile (see [the command](cli.md)).", "",
              "| run | total (s) | imports (s) | analysis (s) | report: tables, figures, files (s) | "

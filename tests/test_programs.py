@@ -88,7 +88,7 @@ def test_a_later_process_runs_the_analysis_without_tracing_it(tmp_path):
     assert second["calls"]["step"] == 0
     assert second["calls"]["init"] == first["calls"]["init"] > 0  # the weight draws run op by op in both
     assert second["rates"] == first["rates"]
-    assert len(_entries(tmp_path / programs.FOLDER_NAME)) == 2  # the inputs and the spectra
+    assert len(_entries(tmp_path / programs.FOLDER_NAME)) == 4  # inputs, spectra, their stack, the summary
 
 
 def _mine(a):

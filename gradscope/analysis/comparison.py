@@ -330,9 +330,14 @@ def compare(cell: Cell, initializers: Sequence[InitializerSpec] | Mapping[str, I
     for init in tqdm(inits, desc="initializers", disable=(None if progress is None else not progress)):
         params = draw_over_seeds(cell, keys, dtype, recurrent_init=init, **fixed)
         results.append(spectra_over_seeds(cell, params, xs, h0, kept))
-    spectra = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
+    spectra = programs.stored_call(_stacked, results)
     _warn_nonfinite(spectra, labels, seeds)
     return Comparison(tuple(labels), seeds, spectra, thresholds, cell, num_steps)
+
+
+def _stacked(results: list) -> Spectra:
+    """The spectra of each initializer stacked on a leading axis."""
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
 
 
 def _warn_nonfinite(spectra: Spectra, labels, seeds) -> None:

@@ -16,7 +16,7 @@ from gradscope.core import buckets
 from gradscope.core import diagonal as diagonal_path
 from gradscope.core import engine
 from gradscope.analysis import metrics
-from gradscope.core import pipeline, ritz
+from gradscope.core import pipeline, programs, ritz
 from gradscope.core._lapack import lapack_thread_limit
 from gradscope.core.lags import select_lags
 from gradscope.display.headline import Headline, Readable, batch_index_columns, batched_table, lag_range, long_table
@@ -75,8 +75,11 @@ class Spectra(Readable):
         return metrics.lag_metrics(self.log_singular_values, self.log_frobenius)
 
     def summary(self, thresholds: metrics.Thresholds = metrics.Thresholds()) -> metrics.Summary:
-        """Growth rates, memory horizon and verdict code (see :mod:`gradscope.metrics`)."""
-        return metrics.summarize(self.lags, self.lag_metrics(), self.finite, thresholds)
+        """Growth rates, memory horizon and verdict code (see :mod:`gradscope.metrics`).
+
+        A stored program when the compilation cache is on (:mod:`gradscope.core.programs`).
+        """
+        return programs.stored_call(functools.partial(_summary_of, thresholds=thresholds), self)
 
     def verdict(self, thresholds: metrics.Thresholds = metrics.Thresholds()):
         """The verdict string (or an array of strings for batched spectra); int codes under ``jit``
@@ -113,6 +116,10 @@ class Spectra(Readable):
                  f"{np.dtype(self.log_singular_values.dtype).name}" + (f", batch {batch}" if batch else ""),)
         plot = "plot_forward_profile" if self.direction == "forward" else "plot_lag_profile"
         return Headline("Spectra", facts, batched_table(batch, self.summary().columns()), (plot,))
+
+
+def _summary_of(spectra: Spectra, thresholds: metrics.Thresholds) -> metrics.Summary:
+    return metrics.summarize(spectra.lags, spectra.lag_metrics(), spectra.finite, thresholds)
 
 
 def _cast(tree, dtype):
