@@ -183,6 +183,30 @@ def test_shared_colorbar_puts_every_heatmap_panel_on_the_range_of_all_resolved_v
         plotting.share_colorbar(fig, [*axes, plotting.figure_grid(1)[1][0]])
 
 
+def test_a_lineup_sized_heatmap_grid_keeps_its_labels_apart(comparison):
+    """15 panels with long titles (the lineup report): constrained layout must not give up, so
+    no panel's title or axis labels run into a neighbour's."""
+    import warnings
+
+    count, long_title = 15, "selective SSM, S4D-Real, seed 0"
+    fig, axes = plotting.figure_grid(count)
+    for ax in axes:
+        plotting.plot_spectrum_heatmap(comparison, init=comparison.labels[0], seed=0, ax=ax, colorbar=False,
+                                       title=long_title)
+    plotting.share_colorbar(fig, axes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied" is what the overlap came with
+        fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for ax in axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label) if t.get_text()]
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for i, box in enumerate(boxes):
+        assert not any(_overlaps(box, other) for other in boxes[i + 1:]), texts[i].get_text()
+    assert not any(ax.get_xlabel() or ax.get_ylabel() for ax in axes)  # the panels share them, once
+    assert "index" in fig.get_supxlabel() and "lag" in fig.get_supylabel()
+    assert all(ax.get_window_extent().width > 0.15 * fig.bbox.width for ax in axes)
+
+
 def test_heatmaps_and_densities_compile_no_xla_program(comparison):
     compiled = []
 
@@ -343,4 +367,6 @@ def test_share_legend_puts_one_legend_under_all_panels(comparison):
     box = legend.get_window_extent()
     assert not any(_overlaps(box, ax.get_window_extent()) for ax in axes)
     assert box.y1 <= min(ax.get_window_extent().y0 for ax in axes)  # under every panel
+    labelled = [ax for ax in axes if ax.get_xlabel()]  # x labels on the bottom panels, clear of the legend
+    assert labelled and not any(_overlaps(box, ax.xaxis.label.get_window_extent()) for ax in labelled)
     assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)

@@ -12,6 +12,7 @@ Numbers come from the analysis API (``lag_table()``, ``lag_metrics()``,
 from __future__ import annotations
 
 import functools
+import textwrap
 
 from collections.abc import Mapping, Sequence
 
@@ -603,12 +604,51 @@ def figure_grid(count: int, *, columns: int = 3, width: float | None = None, asp
     return fig, list(axes.ravel()[:count])
 
 
+_TITLE_SHARE = 0.75
+"""A panel title wraps at this share of its column's width (the rest goes to tick labels and gaps)."""
+
+
+def _label_outer_panels(axes, *, share_x: bool = True) -> None:
+    """One axis label for the whole grid where every panel has the same, panel titles wrapped.
+
+    Repeated on every panel of a large grid (a lineup of 15 cells), the labels and long
+    titles left constrained layout no room for the panels: it gave up, and the labels of
+    neighbouring panels overlapped. A label the panels share goes once under (or beside)
+    the grid; panels whose labels differ keep them at the grid's bottom and left edge
+    only. Tick labels stay on every panel (their ranges can differ). ``share_x=False`` keeps
+    x labels on the bottom panels (a legend below the figure takes the place of one label).
+    """
+    fig = axes[0].figure
+    places = [(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in axes]
+    for axis, shared_label, inner in (
+            ("xaxis", fig.supxlabel, lambda row, column: any(c == column and r > row for r, c in places)),
+            ("yaxis", fig.supylabel, lambda row, column: column > 0)):
+        labels = {getattr(ax, axis).label.get_text() for ax in axes}
+        if len(labels) == 1 and len(axes) > 1 and (share_x or axis == "yaxis"):
+            size = getattr(axes[0], axis).label.get_fontsize()
+            for ax in axes:
+                getattr(ax, axis).label.set_text("")
+            shared_label(labels.pop(), fontsize=size)
+            continue
+        for ax, (row, column) in zip(axes, places):
+            if inner(row, column):
+                getattr(ax, axis).label.set_text("")
+    column_points = fig.get_figwidth() * 72 / len({column for _, column in places})
+    for ax in axes:  # a character is about 0.55 of the font size wide
+        size = ax.title.get_fontsize()
+        characters = max(12, int(_TITLE_SHARE * column_points / (0.55 * size)))
+        title = textwrap.fill(ax.get_title(), characters)
+        longest = max((len(line) for line in title.splitlines()), default=0)  # a word longer than the width
+        ax.set_title(title, fontsize=size * min(1.0, characters / max(longest, 1)))
+
+
 def share_colorbar(fig, axes) -> None:
     """Put the heatmaps of ``axes`` on one colour scale, with one colour bar beside the grid.
 
     For panels of :func:`plot_spectrum_heatmap` drawn with ``colorbar=False`` on a
     :func:`figure_grid`: the colour limits become the lowest and highest value drawn in
-    any panel, so equal colours mean equal values across panels.
+    any panel, so equal colours mean equal values across panels. As the panels share
+    their axes' meaning, only the outer ones keep axis labels (:func:`_label_outer_panels`).
 
     Args:
         fig: the figure (laid out by ``layout="constrained"``, as :func:`figure_grid` makes it).
@@ -627,8 +667,9 @@ def share_colorbar(fig, axes) -> None:
     high = max(mesh.norm.vmax for mesh in meshes)
     for mesh in meshes:
         mesh.set_clim(low, high)
+    _label_outer_panels(axes)
     with look(fig):
-        fig.colorbar(meshes[0], ax=axes, label=HEATMAP_LABEL)
+        fig.colorbar(meshes[0], ax=axes, label=HEATMAP_LABEL, aspect=40)
 
 
 def share_legend(fig, axes) -> None:
@@ -636,7 +677,8 @@ def share_legend(fig, axes) -> None:
 
     For panels of one plot type (such as :func:`plot_singular_value_density` at
     the same lags) drawn on a :func:`figure_grid`: the legend of the first panel
-    is kept, once, below every panel, and the panels' own legends are removed.
+    is kept, once, below every panel, and the panels' own legends are removed; only
+    the outer panels keep axis labels (:func:`_label_outer_panels`).
 
     Args:
         fig: the figure (laid out by ``layout="constrained"``, as :func:`figure_grid` makes it).
@@ -647,5 +689,6 @@ def share_legend(fig, axes) -> None:
     title = first.get_title().get_text() or None
     for ax in axes:
         ax.get_legend().remove()
+    _label_outer_panels(axes, share_x=False)
     fig.legend(handles, labels, title=title, loc="outside lower center", ncols=len(handles), frameon=False,
                title_fontsize=7, fontsize=7)
