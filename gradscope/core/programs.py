@@ -41,7 +41,7 @@ import numpy as np
 
 from gradscope.core import _checks
 
-__all__ = ["FOLDER_NAME", "SMALL_PROGRAM", "identity_of", "stored_call", "store_folder"]
+__all__ = ["FOLDER_NAME", "SMALL_PROGRAM", "identity_of", "store_folder", "store_in", "stored_call"]
 
 FOLDER_NAME = "gradscope-programs"
 """The stored programs' folder inside the compilation cache folder."""
