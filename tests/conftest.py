@@ -9,8 +9,11 @@ singular values with NumPy in float64.
 from __future__ import annotations
 
 import gc
+import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +24,20 @@ from jax.flatten_util import ravel_pytree
 # The command turns JAX's persistent compilation cache on for its process; in-process CLI tests
 # must not turn it on for the whole test session (tests/test_cache.py sets its own folders).
 os.environ.setdefault("GRADSCOPE_CACHE_DIR", "off")
+
+
+def _fresh_process(script: str, cache_folder) -> dict:
+    """Run ``script`` in a new Python process with gradscope's cache in ``cache_folder``; its last output line, as JSON."""
+    env = {**os.environ, "GRADSCOPE_CACHE_DIR": str(cache_folder), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def fresh_process():
+    """:func:`_fresh_process`: a script's JSON answer from a new process with the cache in a given folder."""
+    return _fresh_process
 
 
 def _to_float64(tree):

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import jax
 import pytest
@@ -16,7 +11,6 @@ import gradscope
 from gradscope import cli
 from gradscope.core import cache, programs
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # A fresh process: analyse a tiny cell with the cache on, report JAX's cache events.
 _PROBE = textwrap.dedent("""
@@ -33,16 +27,9 @@ _PROBE = textwrap.dedent("""
 """)
 
 
-def _probe(folder: Path) -> dict:
-    env = {**os.environ, cache.CACHE_VARIABLE: str(folder), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=300,
-                          check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def test_a_second_process_loads_what_the_first_compiled(tmp_path):
-    first = _probe(tmp_path / "jax")
-    second = _probe(tmp_path / "jax")
+def test_a_second_process_loads_what_the_first_compiled(tmp_path, fresh_process):
+    first = fresh_process(_PROBE, tmp_path / "jax")
+    second = fresh_process(_PROBE, tmp_path / "jax")
     assert first["folder"] == str(tmp_path / "jax")
     assert first["misses"] > 0 and first["hits"] == 0
     assert second["hits"] == first["misses"] and second["misses"] == 0

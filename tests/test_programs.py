@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,7 +17,6 @@ from gradscope.analysis import comparison, metrics
 from gradscope.cells import classic
 from gradscope.core import _checks, cache, programs
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -75,15 +70,8 @@ _PROBE = textwrap.dedent("""
 """)
 
 
-def _probe(folder: Path) -> dict:
-    env = {**os.environ, cache.CACHE_VARIABLE: str(folder), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=300,
-                          check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def test_a_later_process_runs_the_analysis_without_tracing_it(tmp_path):
-    first, second = _probe(tmp_path), _probe(tmp_path)
+def test_a_later_process_runs_the_analysis_without_tracing_it(tmp_path, fresh_process):
+    first, second = fresh_process(_PROBE, tmp_path), fresh_process(_PROBE, tmp_path)
     assert first["calls"]["step"] > 0
     assert second["calls"]["step"] == 0
     assert second["calls"]["init"] == first["calls"]["init"] > 0  # the weight draws run op by op in both
