@@ -633,7 +633,12 @@ def _label_outer_panels(axes, *, share_x: bool = True) -> None:
         for ax, (row, column) in zip(axes, places):
             if inner(row, column):
                 getattr(ax, axis).label.set_text("")
-    column_points = fig.get_figwidth() * 72 / len({column for _, column in places})
+    _wrap_titles(axes, columns=len({column for _, column in places}))
+
+
+def _wrap_titles(axes, columns: int) -> None:
+    """Wrap each panel title to :data:`_TITLE_SHARE` of its column; shrink one whose longest word is wider still."""
+    column_points = axes[0].figure.get_figwidth() * 72 / columns
     for ax in axes:  # a character is about 0.55 of the font size wide
         size = ax.title.get_fontsize()
         characters = max(12, int(_TITLE_SHARE * column_points / (0.55 * size)))
@@ -647,8 +652,8 @@ def share_colorbar(fig, axes) -> None:
 
     For panels of :func:`plot_spectrum_heatmap` drawn with ``colorbar=False`` on a
     :func:`figure_grid`: the colour limits become the lowest and highest value drawn in
-    any panel, so equal colours mean equal values across panels. As the panels share
-    their axes' meaning, only the outer ones keep axis labels (:func:`_label_outer_panels`).
+    any panel, so equal colours mean equal values across panels. An axis label every
+    panel shares is written once for the grid, and long titles wrap (:func:`_label_outer_panels`).
 
     Args:
         fig: the figure (laid out by ``layout="constrained"``, as :func:`figure_grid` makes it).
@@ -677,8 +682,9 @@ def share_legend(fig, axes) -> None:
 
     For panels of one plot type (such as :func:`plot_singular_value_density` at
     the same lags) drawn on a :func:`figure_grid`: the legend of the first panel
-    is kept, once, below every panel, and the panels' own legends are removed; only
-    the outer panels keep axis labels (:func:`_label_outer_panels`).
+    is kept, once, below every panel, and the panels' own legends are removed; a y label
+    every panel shares is written once, x labels stay on the bottom panels, and long
+    titles wrap (:func:`_label_outer_panels`).
 
     Args:
         fig: the figure (laid out by ``layout="constrained"``, as :func:`figure_grid` makes it).
