@@ -370,3 +370,34 @@ def test_share_legend_puts_one_legend_under_all_panels(comparison):
     labelled = [ax for ax in axes if ax.get_xlabel()]  # x labels on the bottom panels, clear of the legend
     assert labelled and not any(_overlaps(box, ax.xaxis.label.get_window_extent()) for ax in labelled)
     assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
+
+
+def test_a_lineup_sized_lag_profile_grows_to_hold_its_legend_and_tells_repeated_colours_apart(comparison):
+    """15 series (the lineup report): the figure grows so that its plot keeps MIN_AXES_HEIGHT under
+    the title and above the 19-entry legend (constrained layout would otherwise give up and warn),
+    and series 8-14, which reuse the palette's colours, carry a marker on the plot and in the legend."""
+    import warnings
+
+    from gradscope.plotting.style import MARKERS, MIN_AXES_HEIGHT
+
+    spectra = jax.tree_util.tree_map(lambda a: a[0], comparison.spectra)  # one initializer, batched over seeds
+    named = {f"cell {i}": spectra for i in range(15)}
+    fig = plotting.plot_lag_profile(named)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied" when the legend has no room
+        fig.canvas.draw()
+    ax = fig.axes[0]
+    assert fig.get_figheight() > plotting.COLUMN_WIDTH
+    assert ax.get_window_extent().height / fig.dpi >= MIN_AXES_HEIGHT - 0.05
+    for i in range(15):
+        line = _line(ax, f"cell {i} log_sigma_max")
+        assert line.get_color() == PALETTE[i % len(PALETTE)]
+        assert line.get_marker() == ("None" if i < len(PALETTE) else MARKERS[0])
+    legend_markers = [handle.get_marker() for handle in ax.get_legend().legend_handles[:15]]
+    assert legend_markers == ["None"] * len(PALETTE) + [MARKERS[0]] * (15 - len(PALETTE))
+
+
+def test_a_short_legend_leaves_the_lag_profile_its_column_size(comparison):
+    fig = plotting.plot_lag_profile(comparison)
+    np.testing.assert_allclose(fig.get_size_inches(), [plotting.COLUMN_WIDTH] * 2)
+    assert all(line.get_marker() == "None" for line in fig.axes[0].get_lines())

@@ -10,8 +10,8 @@ from gradscope._lazy import attributes, lazy_namespace, submodules
 # The look and save_figure load at once (matplotlib only; ``style`` is also this module's
 # submodule name, and must stay the function); the plot functions load on first use, so a
 # process that only saves figures does not import JAX.
-from gradscope.plotting.style import (COLUMN_WIDTH, FULL_WIDTH, PALETTE, STYLE_FILE, apply_look, color, new_axes,
-                                      save_figure, style, use_style)
+from gradscope.plotting.style import (COLUMN_WIDTH, FULL_WIDTH, PALETTE, STYLE_FILE, apply_look, color, marker,
+                                      new_axes, save_figure, style, use_style)
 
 _EXPORTS = attributes("gradscope.plotting.spectra", (
     "METRIC_LABELS", "VERDICT_COLORS", "describe_cell", "figure_grid", "lag_profile_table", "plot_forward_profile",
@@ -37,6 +37,7 @@ __all__ = [
     "describe_cell",
     "figure_grid",
     "lag_profile_table",
+    "marker",
     "monitor_table",
     "new_axes",
     "plot_calibration",

@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D
 from gradscope.analysis.comparison import Comparison
 from gradscope.analysis.metrics import LagMetrics, Thresholds
 from gradscope.analysis.profile import Profile
-from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, color, created_figure, look, new_axes
+from gradscope.plotting.style import COLUMN_WIDTH, FULL_WIDTH, color, created_figure, fit_height, look, marker, new_axes
 from gradscope.analysis.spectra import Spectra
 
 __all__ = [
@@ -54,6 +54,8 @@ METRIC_LABELS = {
 """Legend text for each :class:`gradscope.metrics.LagMetrics` field."""
 
 _LINESTYLES = ("-", "--", ":", "-.", (0, (1, 3)))
+_MARK_EVERY = 0.1  # a marker every tenth of the line's length (series past the palette, style.marker)
+_MARKER_SIZE = 3.5
 
 VERDICT_COLORS = {"vanishing": "#0072B2", "slowly vanishing": "#56B4E9", "stable": "#009E73", "exploding": "#D55E00",
                   "non-finite": "#000000"}
@@ -196,8 +198,9 @@ def _draw_profiles(ax, table: pd.DataFrame, metrics: Sequence[str], band: str | 
             if label not in texts:
                 continue
             rows = stats[stats["init"] == label]
-            ax.plot(rows["lag"].to_numpy(), rows["mean"].to_numpy(), color=color(i),
-                    linestyle=_LINESTYLES[j % len(_LINESTYLES)], label=f"{label} {metric}")
+            ax.plot(rows["lag"].to_numpy(), rows["mean"].to_numpy(), color=color(i), marker=marker(i),
+                    markevery=_MARK_EVERY, markersize=_MARKER_SIZE, linestyle=_LINESTYLES[j % len(_LINESTYLES)],
+                    label=f"{label} {metric}")
             if band is not None and rows["count"].max() > 1:
                 ax.fill_between(rows["lag"].to_numpy(), rows["lower"].to_numpy(), rows["upper"].to_numpy(),
                                 color=color(i), alpha=0.18, linewidth=0, label=f"{label} {metric} band")
@@ -205,7 +208,8 @@ def _draw_profiles(ax, table: pd.DataFrame, metrics: Sequence[str], band: str | 
 
 
 def _profile_legend(ax, drawn, metrics, band, table, unit, extra=()) -> None:
-    handles = [Line2D([], [], color=color(i), label=text) for i, text in drawn]
+    handles = [Line2D([], [], color=color(i), marker=marker(i), markersize=_MARKER_SIZE, label=text)
+               for i, text in drawn]
     if len(metrics) > 1:
         handles += [Line2D([], [], color="0.35", linestyle=_LINESTYLES[j % len(_LINESTYLES)],
                            label=METRIC_LABELS.get(m, m)) for j, m in enumerate(metrics)]
@@ -281,6 +285,7 @@ def plot_lag_profile(result, *, metrics: Sequence[str] = ("log_sigma_max", "log_
     _check_choice("xscale", xscale, ("linear", "log"))
     table = lag_profile_table(result)
     identical = result.identical_to() if isinstance(result, Comparison) else {}
+    ours = ax is None
     fig, ax = new_axes(ax, aspect=1.0)
     with look(fig):
         labels = _draw_profiles(ax, table, metrics, band, inits, identical)
@@ -293,6 +298,8 @@ def plot_lag_profile(result, *, metrics: Sequence[str] = ("log_sigma_max", "log_
         _natural_units_axis(ax)
         unit = "runs" if isinstance(result, (Spectra, Profile, Mapping)) else "seeds"
         _profile_legend(ax, labels, metrics, band, table, unit, extra)
+    if ours:
+        fit_height(fig, ax)
     return fig
 
 
@@ -326,6 +333,7 @@ def plot_forward_profile(spectra, *, metrics: Sequence[str] = ("log_sigma_max", 
     _check_choice("band", band, ("minmax", "std", None))
     _check_choice("xscale", xscale, ("linear", "log"))
     table = lag_profile_table(dict(named))
+    ours = ax is None
     fig, ax = new_axes(ax, aspect=1.0)
     with look(fig):
         labels = _draw_profiles(ax, table, metrics, band, None)
@@ -334,6 +342,8 @@ def plot_forward_profile(spectra, *, metrics: Sequence[str] = ("log_sigma_max", 
                "Perturbation growth $\\partial h_k/\\partial h_0$\n(slope of $\\sigma_{\\max}$ = top Lyapunov exponent)")
         _natural_units_axis(ax)
         _profile_legend(ax, labels, metrics, band, table, "runs")
+    if ours:
+        fit_height(fig, ax)
     return fig
 
 
