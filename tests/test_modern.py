@@ -8,8 +8,6 @@ states included; the general engine for the fast path; and the exact LRU result:
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -160,14 +160,18 @@ def _panel_figure(comparison: Comparison, draw, share) -> object:
     return fig
 
 
+_KEEP_TOGETHER = "\u00a0"
+"""A no-break space: a panel title wrapped to its column never leaves "seed" and its number apart."""
+
+
 def _figures(comparison: Comparison) -> tuple:
     seed = comparison.seeds[0]
     density_lags = _density_lags(comparison.lags)
     heatmaps = _panel_figure(comparison, lambda label, ax: plots.plot_spectrum_heatmap(
-        comparison, init=label, seed=seed, ax=ax, title=f"{label}, seed {seed}", colorbar=False),
+        comparison, init=label, seed=seed, ax=ax, title=f"{label}, seed{_KEEP_TOGETHER}{seed}", colorbar=False),
         plots.share_colorbar)
     densities = _panel_figure(comparison, lambda label, ax: plots.plot_singular_value_density(
-        comparison, density_lags, init=label, ax=ax, title=f"{label}, {len(comparison.seeds)} seeds"),
+        comparison, density_lags, init=label, ax=ax, title=f"{label}, {len(comparison.seeds)}{_KEEP_TOGETHER}seeds"),
         plots.share_legend)
     return (
         ReportFigure("lag_profile", "Singular values against lag",
