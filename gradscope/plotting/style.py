@@ -48,8 +48,9 @@ MARKERS = ("o", "s", "^", "D", "v")
 
 MIN_AXES_HEIGHT = 1.1
 """Inches of plot height a figure gradscope makes keeps when a long legend under it needs room
-(:func:`fit_height`). A lag profile of six initializers (3.4 inches square, ten legend entries)
-has 1.19 and keeps its size; one of fifteen cells grows to about 4.6 inches."""
+(:func:`fit_height`). A lag profile of six initializers (ten legend entries) keeps its
+:data:`COLUMN_WIDTH` square; one of the fifteen cells of ``gradscope compare --cells`` grows taller
+(tests/test_plotting.py checks both)."""
 
 
 def color(index: int) -> str:
